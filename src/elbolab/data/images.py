@@ -229,6 +229,52 @@ DATASETS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
     "digits": lambda data_dir=None: load_digits_data(),
 }
 
+def load_npz_images(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A user's own images: an .npz with ``x_train`` and ``x_test`` (and optional ``x_valid``, ``y_*``).
+
+    Images are rows of pixels in [0, 1] (flatten them first); every array is
+    checked here, so NaN or out-of-range pixels are one clear error.
+    """
+    file = Path(path)
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise DataError(f"image file {file} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {file} as an .npz of arrays ({exc})") from None
+    for key in ("x_train", "x_test"):
+        if key not in arrays:
+            raise DataError(f"{file} has no {key!r} array; it needs x_train and x_test (rows of pixels in [0, 1])")
+    for key, x in arrays.items():
+        if key.startswith("x_"):
+            check_images(x, f"{file} {key}")
+            arrays[key] = np.ascontiguousarray(x, dtype=np.float32)
+    return arrays
+
+
+def load_image_arrays(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a named data set (a key of ``DATASETS``) or of a user's ``.npz`` file."""
+    if name in DATASETS:
+        return DATASETS[name](data_dir)
+    if name.endswith(".npz"):
+        return load_npz_images(name)
+    raise ConfigError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} or give a path to an .npz")
+
+
+# Name -> fetcher(data_dir, force=..., quiet=...) returning where the data now lies.
+FETCHERS: dict[str, Callable[..., Path | str]] = {
+    "mnist": fetch_mnist,
+    "digits": lambda data_dir=None, **_: "embedded in scikit-learn (nothing to fetch)",
+}
+
+
+def fetch(name: str, data_dir: str | os.PathLike | None = None, *, force: bool = False, quiet: bool = False) -> Path | str:
+    """Fetch and verify the data set called ``name`` into the cache; return where it lies."""
+    if name not in FETCHERS:
+        raise ConfigError(f"unknown data set {name!r}; choose one of {', '.join(FETCHERS)}")
+    return FETCHERS[name](data_dir, force=force, quiet=quiet)
+
 
 # ---------------------------------------------------------------- binarization
 

@@ -1,0 +1,57 @@
+"""elbolab: the VAE family and its evidence lower bounds.
+
+Every model is three conditional distributions, q(z | x, c), p(z | c) and
+p(x | z, c); every objective is a function of the log-weights
+log w = log p(x | z, c) + log p(z | c) - log q(z | x, c), z ~ q.
+
+Glossary (names used throughout the code):
+    x           data, [B, *data_shape]
+    x_in        what the encoder sees (a corrupted copy of x for denoising bounds)
+    z           latent, [k, B, latent_dim]
+    c           condition (a label, the observed part, a mask); None when unconditioned
+    mask        1 = observed
+    k           importance samples per example
+    log_w       log-weights, [k, B]
+    latent_dim  size of z
+    beta        weight on KL(q || p)
+
+Public API:
+    load(run_dir)                    the trained model of a run directory
+    train(config, out)               train a config into a run directory
+    evaluate(run_dir)                dissect its bound on the test set (eval.json)
+    elbo, iwae, importance_sample    the bounds, returning BoundTerms
+    MODELS, build_model              the family, by name
+    load_preset, apply_overrides     configs
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .bounds import BoundTerms, bound_curve, elbo, importance_sample, iwae
+from .config import Config, apply_overrides, load_preset, preset_names
+from .errors import ElbolabError
+from .evaluate import active_units, dissect, evaluate
+from .models import MODELS, LatentVariableModel, build_model
+from .runs import load
+from .train import train
+
+__all__ = [
+    "BoundTerms",
+    "Config",
+    "ElbolabError",
+    "LatentVariableModel",
+    "MODELS",
+    "active_units",
+    "apply_overrides",
+    "bound_curve",
+    "build_model",
+    "dissect",
+    "elbo",
+    "evaluate",
+    "importance_sample",
+    "iwae",
+    "load",
+    "load_preset",
+    "preset_names",
+    "train",
+]

@@ -1,0 +1,172 @@
+"""Test-time dissection of a bound, the same for every model.
+
+For each test example: the ELBO with its reconstruction and KL terms, L_k
+for several k, the log-likelihood estimate (L_k at the largest k, Burda et
+al. 2016, sec. 5) and the gap log p(x) - ELBO; over the test set: the active
+units of the latent space (Burda et al. 2016, sec. 5.2).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributions import Independent, kl_divergence
+from tqdm import tqdm
+
+from .bounds import bound_curve, importance_sample
+from .config import EvalConfig
+from .errors import ConfigError
+from .models import LatentVariableModel
+from .runs import EVAL, load, read_config, require_run, write_json
+from .tasks import Batch, make_task, resolve_device
+
+
+def mean_and_se(values: torch.Tensor) -> dict[str, float]:
+    """Mean and its standard error (sample std / sqrt(n)) of per-example values."""
+    values = values.double()
+    n = values.numel()
+    se = values.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean": values.mean().item(), "se": se}
+
+
+def active_units(posterior_means: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
+    """A_u = Cov_x(E_q[z_u]) per latent dimension u; a unit is active when A_u > threshold.
+
+    ``posterior_means`` is [N, latent_dim], E_q[z] for N examples (Burda et al. 2016, sec. 5.2).
+    """
+    cov = posterior_means.double().var(dim=0, unbiased=True)  # [latent_dim]
+    return int((cov > threshold).sum().item()), cov
+
+
+def kl_per_dimension(q, p) -> torch.Tensor | None:
+    """KL(q || p) per latent dimension [B, latent_dim] for factorised posteriors and priors, else None."""
+    if not (isinstance(q, Independent) and isinstance(p, Independent)):
+        return None
+    try:
+        return kl_divergence(q.base_dist, p.base_dist).expand(q.base_dist.batch_shape)
+    except NotImplementedError:
+        return None
+
+
+@torch.inference_mode()
+def dissect(
+    model: LatentVariableModel,
+    batches: Iterable[Batch],
+    *,
+    ks: Sequence[int] = (1, 5, 50, 500, 5000),
+    k_chunk: int = 500,
+    active_threshold: float = 0.01,
+    seed: int = 0,
+    progress: bool = False,
+    total: int | None = None,
+) -> dict[str, Any]:
+    """Every term of the bound on the examples of ``batches``, as plain numbers (the content of eval.json)."""
+    ks = sorted(set(int(k) for k in ks))
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"ks must be positive integers, got {ks}")
+    model.eval()
+    start = time.perf_counter()
+    rows: dict[str, list[torch.Tensor]] = {"reconstruction": [], "kl": [], **{f"L_{k}": [] for k in ks}}
+    means, kl_dims = [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for x, c in tqdm(batches, total=total, desc="evaluate", disable=not progress, leave=False):
+            terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk)
+            for k, values in bound_curve(terms.log_weights, ks).items():
+                rows[f"L_{k}"].append(values.cpu())
+            rows["reconstruction"].append(terms.reconstruction.cpu())
+            rows["kl"].append(terms.kl.cpu())
+            q, p = model.posterior(x, c), model.prior(c)
+            means.append(q.mean.cpu())
+            per_dim = kl_per_dimension(q, p)
+            if per_dim is not None:
+                kl_dims.append(per_dim.cpu())
+    per_example = {name: torch.cat(values) for name, values in rows.items()}
+    elbo = per_example["reconstruction"] - per_example["kl"]
+    log_likelihood = per_example[f"L_{ks[-1]}"]
+    count, cov = active_units(torch.cat(means), active_threshold)
+    result: dict[str, Any] = {
+        "n_examples": int(elbo.numel()),
+        "elbo": mean_and_se(elbo),
+        "reconstruction": mean_and_se(per_example["reconstruction"]),
+        "kl": mean_and_se(per_example["kl"]),
+        "bound_curve": {str(k): mean_and_se(per_example[f"L_{k}"]) for k in ks},
+        "log_likelihood": {"k": ks[-1], **mean_and_se(log_likelihood)},
+        "gap": mean_and_se(log_likelihood - elbo),
+        "active_units": {"count": count, "threshold": active_threshold, "cov": cov.tolist()},
+        "seconds": time.perf_counter() - start,
+    }
+    if kl_dims:
+        result["kl_per_dim"] = torch.cat(kl_dims).double().mean(0).tolist()
+    return result
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    ks: Sequence[int] | None = None,
+    k_chunk: int | None = None,
+    batch_size: int | None = None,
+    n_images: int | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    which: str = "best",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Dissect the bound of a trained run on its test set, write ``eval.json`` and return it.
+
+    Arguments left as None take the run's ``[eval]`` config. Memory stays
+    bounded by ``batch_size`` examples x ``k_chunk`` samples per pass.
+    """
+    run = require_run(run_dir)
+    config = read_config(run)
+    cfg: EvalConfig = config.eval
+    ks = list(ks) if ks is not None else list(cfg.ks)
+    k_chunk = k_chunk or cfg.k_chunk
+    batch_size = batch_size or cfg.batch_size
+    n = cfg.n_images if n_images is None else n_images
+    seed = cfg.seed if seed is None else seed
+    if batch_size < 1 or k_chunk < 1 or n < 0:
+        raise ConfigError("batch_size and k_chunk must be >= 1 and n_images >= 0")
+    dev = resolve_device(device)
+    model = load(run, which=which, device=dev)
+    task = make_task(config, dev)
+    n_total = task.num_test_examples(n)
+    result = dissect(
+        model,
+        task.test_batches(batch_size, n),
+        ks=ks,
+        k_chunk=k_chunk,
+        active_threshold=cfg.active_threshold,
+        seed=seed,
+        progress=progress,
+        total=-(-n_total // batch_size),
+    )
+    result = {"run": str(run), "preset": config.preset, "model": config.model.name, "bound": config.bound.name,
+              "k_train": config.bound.k, "beta": config.bound.beta, **result}
+    write_json(run / EVAL, result)
+    return result
+
+
+def format_eval(result: dict[str, Any]) -> str:
+    """A terminal table of one eval.json (nats; mean +- standard error over test examples)."""
+    def row(name: str, stat: dict[str, float]) -> str:
+        return f"  {name:<26} {stat['mean']:>11.3f}  +- {stat['se']:.3f}"
+
+    lines = [f"{result.get('run', '')}: {result['n_examples']} test examples (nats)"]
+    lines.append(row("ELBO", result["elbo"]))
+    lines.append(row("  reconstruction", result["reconstruction"]))
+    lines.append(row("  KL(q || p)", result["kl"]))
+    for k, stat in result["bound_curve"].items():
+        lines.append(row(f"L_{k}", stat))
+    ll = result["log_likelihood"]
+    lines.append(row(f"log p(x) (k={ll['k']})", ll))
+    lines.append(row("gap log p(x) - ELBO", result["gap"]))
+    au = result["active_units"]
+    lines.append(f"  {'active units':<26} {au['count']:>7d} / {len(au['cov'])}  (Cov_x E_q[z_u] > {au['threshold']})")
+    lines.append(f"  {'seconds':<26} {result['seconds']:>11.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,29 @@
+"""The family's models, by name. A model is built from keyword arguments that
+are recorded in its checkpoint, so ``elbolab.load`` needs no data to rebuild it."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .base import LatentVariableModel, LogWeights
+from .linear_gaussian import LinearGaussian
+from .vae import VAE
+
+MODELS: dict[str, type[LatentVariableModel]] = {
+    "vae": VAE,
+    "linear-gaussian": LinearGaussian,
+}
+
+
+def build_model(name: str, **kwargs: Any) -> LatentVariableModel:
+    """The model called ``name`` built with ``kwargs``; ``model.spec`` records both for checkpoints."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+    model = cls(**kwargs)
+    model.spec = {"name": name, "kwargs": kwargs}
+    return model
+
+
+__all__ = ["MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "build_model"]
