@@ -60,6 +60,8 @@ class BoundConfig:
     beta_warmup_steps: int = 0  # beta rises linearly from 0 over this many updates (0: constant)
     analytic_kl: bool = True
     estimator: str = "reparam"  # reparam, stl, dreg (iwae only)
+    corruption: str = "none"  # the encoder sees a corrupted x (denoising bound): none, salt_and_pepper, gaussian, dropout
+    corruption_level: float = 0.0  # flip / drop probability, or the Gaussian noise scale
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 
 from .bounds import BoundTerms, elbo, iwae
 from .config import BoundConfig, Config
+from .corruption import check_corruption, corrupt
 from .data import binarize, check_images, load_image_arrays
 from .errors import ConfigError
 from .models import MODELS, LatentVariableModel, build_model
@@ -39,12 +40,18 @@ def _iwae_objective(model, x, c, cfg: BoundConfig, step: int, x_in=None) -> Boun
 OBJECTIVES: dict[str, Callable[..., BoundTerms]] = {"elbo": _elbo_objective, "iwae": _iwae_objective}
 
 
-def objective(cfg: BoundConfig) -> Callable[..., BoundTerms]:
-    """The training objective named by ``cfg.name``: (model, x, c, cfg, step, x_in=None) -> BoundTerms."""
-    try:
-        return OBJECTIVES[cfg.name]
-    except KeyError:
-        raise ConfigError(f"unknown bound {cfg.name!r}; choose one of {', '.join(OBJECTIVES)}") from None
+def training_bound(
+    model: LatentVariableModel, x: torch.Tensor, c: torch.Tensor | None, cfg: BoundConfig, step: int
+) -> BoundTerms:
+    """The configured bound of a batch at an update step.
+
+    With a corruption set this is the denoising bound (Im et al. 2017): the
+    encoder sees a corrupted copy x~, the likelihood scores the clean x.
+    """
+    if cfg.name not in OBJECTIVES:
+        raise ConfigError(f"unknown bound {cfg.name!r}; choose one of {', '.join(OBJECTIVES)}")
+    x_in = None if cfg.corruption == "none" else corrupt(x, cfg.corruption, cfg.corruption_level)
+    return OBJECTIVES[cfg.name](model, x, c, cfg, step, x_in=x_in)
 
 
 # --------------------------------------------------------------------------- the task interface
@@ -118,6 +125,7 @@ class ImageTask:
     def __init__(self, config: Config, device: torch.device | str = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
+        check_corruption(config.bound.corruption, config.bound.corruption_level)
         data = config.data
         arrays = load_image_arrays(data.name, data.data_dir or None)
         missing = [s for s in [*data.train_splits, data.test_split] if f"x_{s}" not in arrays]
@@ -160,7 +168,7 @@ class ImageTask:
 
     def loss(self, model: LatentVariableModel, batch: Batch, step: int) -> BoundTerms:
         x, c = batch
-        return objective(self.config.bound)(model, x, c, self.config.bound, step)
+        return training_bound(model, x, c, self.config.bound, step)
 
     def validate(self, model: LatentVariableModel) -> dict[str, float]:
         n = self.config.train.eval_subset
