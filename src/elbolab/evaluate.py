@@ -146,8 +146,9 @@ def evaluate(
         progress=progress,
         total=-(-n_total // batch_size),
     )
-    result = {"run": str(run), "preset": config.preset, "model": config.model.name, "bound": config.bound.name,
-              "k_train": config.bound.k, "beta": config.bound.beta, **result}
+    result = {"run": str(run), "preset": config.preset, "task": config.task, "model": config.model.name,
+              "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta, **result}
+    result["task_metrics"] = task.test_metrics(model, n)
     write_json(run / EVAL, result)
     return result
 
@@ -168,5 +169,10 @@ def format_eval(result: dict[str, Any]) -> str:
     lines.append(row("gap log p(x) - ELBO", result["gap"]))
     au = result["active_units"]
     lines.append(f"  {'active units':<26} {au['count']:>7d} / {len(au['cov'])}  (Cov_x E_q[z_u] > {au['threshold']})")
+    for name, value in result.get("task_metrics", {}).items():
+        if isinstance(value, dict) and "mean" in value:
+            lines.append(row(name, value))
+        else:
+            lines.append(f"  {name:<26} {value}")
     lines.append(f"  {'seconds':<26} {result['seconds']:>11.1f}")
     return "\n".join(lines)

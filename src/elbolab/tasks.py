@@ -77,6 +77,10 @@ class Task(Protocol):
 
     def num_test_examples(self, n: int = 0) -> int: ...
 
+    def test_metrics(self, model: LatentVariableModel, n: int = 0) -> dict[str, Any]:
+        """Task-specific test metrics for eval.json's ``task_metrics`` (ranking, imputation, ...): name -> {mean, se} or a number."""
+        ...
+
 
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; asking for CUDA without a GPU is an error, never a silent fallback."""
@@ -184,6 +188,10 @@ class ImageTask:
 
     def num_test_examples(self, n: int = 0) -> int:
         return min(n, self.x_test.shape[0]) if n > 0 else self.x_test.shape[0]
+
+    def test_metrics(self, model: LatentVariableModel, n: int = 0) -> dict[str, Any]:
+        # Unconditional images: the bound's dissection is the whole story.
+        return {}
 
     def test_labels(self, n: int = 0) -> torch.Tensor | None:
         """Class labels of the test images (for plots), if the data has them."""
