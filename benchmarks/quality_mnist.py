@@ -51,7 +51,10 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/quality"))
     parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows = []
     for preset in args.presets.split(","):
@@ -76,7 +79,7 @@ def main() -> None:
             f"{-curve['50']['mean']:.2f} | {-curve['5000']['mean']:.2f} | {r['gap']['mean']:.2f} | "
             f"{r['active_units']['count']} / {len(r['active_units']['cov'])} | {r['seconds']:.0f} |"
         )
-    (args.out / "summary.json").write_text(json.dumps({p: r for p, r in rows}, indent=2))
+    (args.out / f"summary-{'+'.join(p for p, _ in rows)}.json").write_text(json.dumps(dict(rows), indent=2))
 
 
 if __name__ == "__main__":
