@@ -32,6 +32,7 @@ from elbolab.plots import (
     tightness_data,
     tile,
     training_curves_data,
+    updates_per_epoch,
 )
 from elbolab.report import SECTIONS, _num, flatten_numbers, write_report
 from elbolab.runs import load, read_eval, read_metrics
@@ -78,8 +79,11 @@ def test_training_curves_data_and_drawing_are_the_metrics(runs):
     assert data["terms"]["bound"]["test"] == [r["test_elbo"] for r in metrics]
     assert data["terms"]["kl"]["test"] == [r["test_kl"] for r in metrics]
     assert data["terms"]["beta"]["train"] == [r["beta"] for r in metrics]
+    assert updates_per_epoch([data]) == metrics[0]["step"] == metrics[1]["step"] - metrics[0]["step"]
+    assert updates_per_epoch([data, {"epoch": [1], "step": [7]}]) is None  # runs that disagree: no single figure
     fig = draw_training_curves([("vae", data)])
     bound_ax, rec_ax = fig.axes[0], fig.axes[1]
+    assert bound_ax.get_xlabel() == f"epoch (1 epoch = {metrics[0]['step']:,} updates)"
     close(bound_ax.lines[0].get_ydata(), [r["train_bound"] for r in metrics])
     close(bound_ax.lines[1].get_ydata(), [r["test_elbo"] for r in metrics])
     close(rec_ax.lines[0].get_ydata(), [r["train_reconstruction"] for r in metrics])
@@ -333,6 +337,8 @@ def test_sweep_trains_evaluates_and_reports_the_grid_and_resumes(tmp_path):
     assert split_values("0.25,0.5,[1, 2],'a,b'") == ["0.25", "0.5", "[1, 2]", "'a,b'"]
     with pytest.raises(ConfigError, match="betta"):
         parse_grid(["betta=1,2"])
+    no_grid = runner.invoke(app, ["sweep", "--preset", "vae-digits", "--out", str(tmp_path / "none")])
+    assert no_grid.exit_code == 1 and "a sweep needs at least one --set" in no_grid.output
     out = tmp_path / "sweep"
     args = ["sweep", "--preset", "vae-digits", "--set", "beta=0.5,2", "--set", "train.eval_subset=50", "--epochs", "2",
             "--n-images", "40", "--ks", "1,5", "--out", str(out), "--no-progress"]

@@ -83,6 +83,15 @@ def training_curves_data(metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     }
 
 
+def updates_per_epoch(curves: Sequence[Mapping[str, Any]]) -> int | None:
+    """The number of optimizer steps per epoch when every run's metrics agree on one, else None."""
+    rates = set()
+    for data in curves:
+        epochs, steps = data["epoch"], data["step"]
+        rates |= {(s1 - s0) // (e1 - e0) for e0, e1, s0, s1 in zip([0, *epochs], epochs, [0, *steps], steps) if e1 > e0}
+    return rates.pop() if len(rates) == 1 and 0 not in rates else None
+
+
 def curve_keys(curves: Mapping[str, Any]) -> set[str]:
     """The metrics.jsonl keys a training-curves plot already shows (so other plots skip them)."""
     return {s["test_key"] for s in curves["terms"].values() if "test_key" in s}
@@ -100,6 +109,9 @@ def draw_training_curves(runs: Sequence[tuple[str, Mapping[str, Any]]]):
             if "test" in series:
                 ax.plot(data["epoch"], series["test"], "--", color=run_color(i), label=f"{label} test", marker=marker)
         _style(ax, name if name != "kl" else "KL", "epoch", ylabel)
+        per_epoch = updates_per_epoch([data for _, data in runs])
+        if per_epoch:
+            ax.set_xlabel(f"epoch (1 epoch = {per_epoch:,} updates)")
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].legend(handles, labels, fontsize=8)
     return fig
@@ -172,9 +184,7 @@ def draw_rate_distortion(points: Sequence[Mapping[str, Any]], colors: Sequence[s
     lo_r, hi_r = 0.0, max(rates.max() * 1.25, 1.0)
     lo_d, hi_d = max(dists.min() - 0.25 * (np.ptp(dists) + 10), 0.0), dists.max() + 0.25 * (np.ptp(dists) + 10)
     # iso-ELBO lines: D + R = -ELBO; about six, at round values through the plotted window.
-    totals = rates + dists
-    span = max(totals.max() - totals.min(), 10.0)
-    step = _round_step(span / 3)
+    step = _round_step((hi_d - lo_d + hi_r - lo_r) / 6)
     start = math.floor((lo_d + lo_r) / step) * step
     for c in np.arange(start, hi_d + hi_r + step, step):
         r = np.array([lo_r, hi_r])
@@ -188,13 +198,15 @@ def draw_rate_distortion(points: Sequence[Mapping[str, Any]], colors: Sequence[s
         order = np.argsort(betas)
         ax.plot(rates[order], dists[order], "-", color="0.3", lw=1.2, zorder=1, label="sweep, by beta")
     for p, color in zip(points, colors):
+        r = np.array([lo_r, hi_r])
+        ax.plot(r, -p["elbo"] - r, ls=(0, (4, 4)), color=color, lw=0.9, alpha=0.6, zorder=1)  # this run's own iso-ELBO line
         ax.errorbar(p["rate"], p["distortion"], xerr=p["rate_se"], yerr=p["distortion_se"], fmt="o", ms=8, color=color, zorder=3,
                     label=f"{p['label']} (ELBO {p['elbo']:.2f})")
         beta = "" if p.get("beta") is None else f"  β={p['beta']:g}"
         ax.annotate(f"{p['label']}{beta}", (p["rate"], p["distortion"]), textcoords="offset points", xytext=(7, 5), fontsize=8)
     ax.set_xlim(lo_r, hi_r)
     ax.set_ylim(lo_d, hi_d)
-    _style(ax, "rate-distortion plane (grey: iso-ELBO lines, D + R = -ELBO)", "rate R = KL(q(z|x) || p(z))  (nats)",
+    _style(ax, "rate-distortion plane (iso-ELBO lines D + R = -ELBO; dashed: through each run)", "rate R = KL(q(z|x) || p(z))  (nats)",
            "distortion D = -E_q[log p(x|z)]  (nats)")
     ax.legend(fontsize=8, loc="upper right")
     return fig
@@ -242,10 +254,13 @@ def draw_tightness(runs: Sequence[tuple[str, Mapping[str, Any]]]):
     ax, bar = fig.subplots(1, 2, width_ratios=[1.2, 1])
     for i, (label, data) in enumerate(runs):
         color = run_color(i)
-        ax.errorbar(data["k"], data["mean"], yerr=data["se"], fmt="o-", color=color, capsize=4, label=f"{label}: L_k")
         ll = data["log_likelihood"]
-        ax.axhline(ll["mean"], color=color, ls="--", lw=1, label=f"{label}: log p(x) ≈ {ll['mean']:.2f} (k={ll['k']})")
-        ax.axhline(data["elbo"], color=color, ls=":", lw=1, label=f"{label}: ELBO {data['elbo']:.2f}")
+        ax.errorbar(data["k"], data["mean"], yerr=data["se"], fmt="o-", color=color, capsize=4,
+                    label=f"{label}: ELBO {data['elbo']:.2f}, log p(x) ≈ {ll['mean']:.2f} (k={ll['k']})")
+        ax.axhline(ll["mean"], color=color, ls="--", lw=1)
+        ax.axhline(data["elbo"], color=color, ls=":", lw=1)
+    ax.plot([], [], "k--", lw=1, label="dashed: log p(x) estimate (largest k)")
+    ax.plot([], [], "k:", lw=1, label="dotted: ELBO (analytic KL)")
     ax.set_xscale("log")
     all_k = sorted({k for _, data in runs for k in data["k"]})
     ax.set_xticks(all_k, [str(k) for k in all_k])
@@ -254,18 +269,18 @@ def draw_tightness(runs: Sequence[tuple[str, Mapping[str, Any]]]):
     ax.legend(fontsize=7)
     n_steps = max(len(data["recovered"]) for _, data in runs)
     cmap = _colormap("viridis", n_steps)
+    xmax = max(max(data["gap"], 0) for _, data in runs)
     for row, (label, data) in enumerate(runs):
         left = 0.0
         for j, (step, value) in enumerate(data["recovered"]):
             bar.barh(row, value, height=0.6, left=left, color=cmap[j], edgecolor="white", label=step if row == 0 else None)
-            if value > 0.06 * max(data["gap"], 1e-9):
+            if value > 0.07 * max(xmax, 1e-9):
                 ink = "white" if sum(cmap[j][:3]) < 1.5 else "black"
                 bar.text(left + value / 2, row, f"{value:.2f}", ha="center", va="center", fontsize=9, color=ink)
             left += value
         bar.text(left, row, f"  gap {data['gap']:.2f}", va="center", fontsize=9)
     bar.set_yticks(range(len(runs)), [label for label, _ in runs])
     bar.set_ylim(len(runs) - 0.4 + (0.6 if len(runs) == 1 else 0), -0.6 - (0.6 if len(runs) == 1 else 0))
-    xmax = max(max(data["gap"], 0) for _, data in runs)
     bar.set_xlim(min(0, min(min(v for _, v in d["recovered"]) for _, d in runs)), xmax * 1.3 + 1e-9)
     _style(bar, "gap log p(x) - ELBO: what each step in k recovers", "nats", "")
     bar.legend(fontsize=7, loc="lower right")

@@ -217,7 +217,8 @@ def training_section(runs: Sequence[RunView], page: Page) -> str:
     missing = [r.label for r in runs if not r.metrics]
     out = note(f"no metrics.jsonl records yet: {', '.join(missing)}") if missing else ""
     if have:
-        caption = "solid: training batches (the training bound, with its beta); dashed: the per-epoch test ELBO (k = 1)"
+        caption = ("solid: the training objective averaged over each epoch's batches (the beta-ELBO, or L_k for IWAE); "
+                   "dashed: the test ELBO (k = 1) after each epoch")
         out = page.figure(draw_training_curves(have), "training-curves", caption) + out
     return out
 
@@ -263,7 +264,9 @@ def tightness_section(runs: Sequence[RunView], page: Page) -> str:
         steps = "; ".join(f"{html.escape(s)}: {_num(v)}" for s, v in d["recovered"])
         rows.append([html.escape(label), _num(d["elbo"]), _num(d["log_likelihood"]["mean"]), _num(d["gap"]), steps])
     table = html_table(["run", "ELBO", "log p(x) estimate", "gap", "recovered by each step in k (nats)"], rows, "numbers")
-    return page.figure(draw_tightness(data), "tightness", "error bars: one standard error over test examples") + table + _missing_eval(runs)
+    caption = ("error bars: one standard error over test examples; the first step, ELBO → L_1, is Monte-Carlo noise "
+               "(L_1 samples the KL term the ELBO takes in closed form)")
+    return page.figure(draw_tightness(data), "tightness", caption) + table + _missing_eval(runs)
 
 
 def inference_gaps_section(runs: Sequence[RunView], page: Page) -> str:
@@ -297,11 +300,15 @@ def latent_usage_section(runs: Sequence[RunView], page: Page) -> str:
     return out + _missing_eval(runs)
 
 
+# Tasks whose examples are flat images (a family with image data adds its task name here).
+IMAGE_TASKS: set[str] = {"images"}
+
+
 def images_section(runs: Sequence[RunView], page: Page) -> str:
     """For image models: reconstructions, prior samples, latent traversals and the 2-D view of posterior means."""
     from .plots import draw_latent_2d, draw_reconstructions, draw_samples, draw_traversals, image_panels
 
-    image_runs = [r for r in runs if r.config.task == "images"]
+    image_runs = [r for r in runs if r.config.task in IMAGE_TASKS]
     if not image_runs:
         return note("no image runs among these runs")
     blocks = []
