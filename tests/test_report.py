@@ -34,7 +34,7 @@ from elbolab.plots import (
     training_curves_data,
     updates_per_epoch,
 )
-from elbolab.report import SECTIONS, _num, flatten_numbers, write_report
+from elbolab.report import SECTIONS, _num, flatten_numbers, section_index, write_report
 from elbolab.runs import load, read_eval, read_metrics
 from elbolab.train import train
 
@@ -241,6 +241,9 @@ def test_report_errors_are_clear(tmp_path, runs):
         write_report([tmp_path], tmp_path / "r.html")
     with pytest.raises(ConfigError, match="HTML"):
         write_report([runs[0]], tmp_path / "r.pdf")
+    assert SECTIONS[section_index("task-metrics")].key == "task-metrics"
+    with pytest.raises(ConfigError, match="no report section 'ranking'"):
+        section_index("ranking")
     result = runner.invoke(app, ["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 1 and "not a run directory" in result.output
 

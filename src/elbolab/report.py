@@ -273,9 +273,9 @@ def inference_gaps_section(runs: Sequence[RunView], page: Page) -> str:
     """Approximation and amortization gaps (Cremer et al. 2018), when eval.json has ``inference_gaps``."""
     from .plots import draw_inference_gaps, inference_gaps_data
 
-    data = [(r.label, inference_gaps_data(r.eval)) for r in runs if r.eval is not None]
+    data = [(r.label, inference_gaps_data(r.eval) if r.eval is not None else None) for r in runs]
     have = [(label, d) for label, d in data if d is not None]
-    lacking = [r.label for r in runs if r.eval is None or inference_gaps_data(r.eval) is None]
+    lacking = [label for label, d in data if d is None]
     out = note(f"no inference-gap analysis in eval.json for: {', '.join(lacking)}") if lacking else ""
     if have:
         rows = [[html.escape(label), _num(d["log_likelihood"]), _num(d["elbo_optimized"]), _num(d["elbo_amortized"]),
@@ -388,6 +388,10 @@ class Section(NamedTuple):
     render: Callable[[Sequence[RunView], Page], str]
 
 
+# The page, in order. A family adds its section in a block of its own below, e.g.
+#     def ranking_section(runs: Sequence[RunView], page: Page) -> str:
+#         ...  # return page.figure(fig, "ranking", caption) + a table, or note("why it does not apply")
+#     SECTIONS.insert(section_index("task-metrics"), Section("ranking", "Ranking", ranking_section))
 SECTIONS: list[Section] = [
     Section("summary", "Runs and headline numbers (nats per test example)", summary_section),
     Section("training", "Training curves", training_section),
@@ -401,6 +405,15 @@ SECTIONS: list[Section] = [
     Section("eval", "Every number in eval.json", eval_table_section),
     Section("config", "Configs", config_section),
 ]
+
+
+def section_index(key: str) -> int:
+    """The position of the section called ``key`` in SECTIONS (to insert a family's section before it)."""
+    keys = [section.key for section in SECTIONS]
+    if key not in keys:
+        raise ConfigError(f"no report section {key!r}; the sections are {', '.join(keys)}")
+    return keys.index(key)
+
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1280px; padding: 0 1em; color: #222; }
