@@ -293,31 +293,37 @@ def chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install chromium); the browser test needs it")
 
 
-def browse(page_file, tmp_path, *args: str) -> str:
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Module-scoped and listed first, so a missing browser skips before the runs are trained."""
+    return chromium()
+
+
+def browse(exe: str, page_file, tmp_path, *args: str) -> str:
     import subprocess
 
     profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
     done = subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page_file.as_uri()],
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page_file.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
-def test_report_opens_in_chromium_with_every_image_and_number(runs, page, tmp_path):
+def test_report_opens_in_chromium_with_every_image_and_number(browser, runs, page, tmp_path):
     from html import unescape
 
     from matplotlib.image import imread
 
     shot = tmp_path / "screenshot.png"
-    browse(page, tmp_path, "--window-size=1280,2400", "--hide-scrollbars", f"--screenshot={shot}")
+    browse(browser, page, tmp_path, "--window-size=1280,2400", "--hide-scrollbars", f"--screenshot={shot}")
     pixels = imread(shot)
     assert pixels.shape[:2] == (2400, 1280) and pixels[..., :3].std() > 0.05  # a drawn page, not a blank one
 
     probe = page.parent / "probe.html"  # a copy beside the original, plus one broken image the probe must catch
     probe.write_text(page.read_text().replace("</body>", BROKEN + IMAGE_PROBE + "</body>"))
-    dom = browse(probe, tmp_path, "--virtual-time-budget=10000", "--dump-dom")
+    dom = browse(browser, probe, tmp_path, "--virtual-time-budget=10000", "--dump-dom")
     found = re.search(r'<pre id="image-probe">(.*?)</pre>', dom, flags=re.S)
     assert found, dom[-500:]
     images = json.loads(unescape(found.group(1)))
