@@ -22,6 +22,8 @@ Public API:
     elbo, iwae, importance_sample    the bounds, returning BoundTerms
     MODELS, build_model              the family, by name
     load_preset, apply_overrides     configs
+    write_report(runs, out)          the ELBO analysis report (HTML) of run directories
+    sweep(config, grid, out)         train, evaluate and report a grid of runs
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ from .evaluate import active_units, dissect, evaluate
 from .models import MODELS, LatentVariableModel, build_model
 from .runs import load
 from .train import train
+
+# the ELBO analysis report and sweeps (issue 6)
+from .report import write_report
+from .sweep import sweep
 
 __all__ = [
     "BoundTerms",
@@ -54,4 +60,7 @@ __all__ = [
     "load_preset",
     "preset_names",
     "train",
+    # the ELBO analysis report and sweeps (issue 6)
+    "sweep",
+    "write_report",
 ]

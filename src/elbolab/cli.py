@@ -191,6 +191,49 @@ def quickstart(
     typer.echo(table)
 
 
+# --------------------------------------------------------------------------- report / sweep (issue 6)
+
+
+@app.command()
+@user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="run directories"),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="the HTML file to write (PNGs go beside it)"),
+    title: Optional[str] = typer.Option(None, "--title", help="the page's heading"),
+) -> None:
+    """Write the ELBO analysis report of one or more runs: one self-contained HTML file plus its PNGs."""
+    from .report import write_report
+
+    path = write_report(runs, out, title=title)
+    typer.echo(f"report: {path}  (figures: {path.parent / (path.stem + '_files')})")
+
+
+@app.command()
+@user_errors
+def sweep(
+    out: Path = typer.Option(..., "--out", "-o", help="parent directory of the sweep's runs (and its report.html)"),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="a shipped preset (`elbolab presets`)"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="a TOML config instead of a preset"),
+    grid: list[str] = typer.Option([], "--set", help="key=v1,v2,... : one run per value (repeatable: the product)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="train.epochs of every run"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="train.seed of every run"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (training and evaluation)"),
+    n_images: Optional[int] = typer.Option(None, "--n-images", help="evaluate on the first N test examples (0: all)"),
+    ks: Optional[str] = typer.Option(None, "--ks", help="comma-separated k for L_k"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train and evaluate a grid of runs (sequentially, each resumable), then write the report of all of them."""
+    from .report import compare_rows, format_rows
+    from .sweep import parse_grid
+    from .sweep import sweep as run_sweep
+
+    config = build_config(preset, config_file, [], **{"train.epochs": epochs, "train.seed": seed, "train.device": device})
+    k_list = _int_list(ks, "--ks") if ks else None
+    result = run_sweep(config, parse_grid(grid), out, n_images=n_images, ks=k_list, device=device, progress=progress)
+    typer.echo(format_rows(compare_rows(result.runs), "text"))
+    typer.echo(f"\nreport: {result.report}")
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

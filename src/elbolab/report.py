@@ -1,16 +1,24 @@
 """Reading runs side by side: the headline numbers of several run directories
-as one table (terminal, CSV, JSON or Markdown)."""
+as one table (terminal, CSV, JSON or Markdown), and the ELBO analysis report
+(one self-contained HTML page of plots and tables, ``write_report``)."""
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
 import json
-from collections.abc import Sequence
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from .config import Config
 from .errors import ConfigError
-from .runs import read_config, read_eval, read_metrics
+from .runs import BEST, CHECKPOINT, CONFIG, atomic_write, read_config, read_eval, read_metrics, require_run, write_text
 
 FORMATS = ("text", "csv", "json", "markdown")
 
@@ -79,3 +87,382 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+# =========================================================================== the HTML report
+#
+# ``write_report`` builds one self-contained HTML file (every image a base64
+# data URI: no network, opens offline) from run directories, and writes each
+# figure as a PNG beside it. The page is the list ``SECTIONS``: each entry is a
+# function that takes the runs and the page and returns its HTML block, or a
+# note saying why it does not apply. A family adds its own section by
+# appending an entry (in a block of its own).
+
+
+@dataclass
+class RunView:
+    """Everything the report reads from one run directory (read once, shared by every section)."""
+
+    path: Path
+    label: str
+    config: Config
+    config_text: str
+    metrics: list[dict[str, Any]]
+    eval: dict[str, Any] | None
+
+
+def read_runs(run_dirs: Sequence[str | Path]) -> list[RunView]:
+    """The runs of a report, labelled by directory name (by the full path where two names collide)."""
+    if not run_dirs:
+        raise ConfigError("a report needs at least one run directory")
+    paths = [require_run(r) for r in run_dirs]
+    names = [p.name or str(p) for p in paths]
+    labels = [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    return [
+        RunView(path=p, label=label, config=read_config(p), config_text=(p / CONFIG).read_text(),
+                metrics=read_metrics(p), eval=read_eval(p))
+        for p, label in zip(paths, labels)
+    ]
+
+
+class Page:
+    """Where a section puts its figures: each becomes a PNG in ``png_dir`` and an <img> with the same bytes inline."""
+
+    def __init__(self, png_dir: Path) -> None:
+        self.png_dir = Path(png_dir)
+        self.pngs: list[Path] = []
+
+    def figure(self, fig, name: str, caption: str = "") -> str:
+        """Save ``fig`` as ``png_dir/name.png`` and return its <figure> block (image embedded as a data URI)."""
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        data = buffer.getvalue()
+        path = self.png_dir / f"{_slug(name)}.png"
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        self.pngs.append(path)
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        alt = html.escape(caption or name, quote=True)
+        text = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        return f'<figure><img src="{uri}" alt="{alt}" data-png="{html.escape(path.name)}">{text}</figure>'
+
+
+def note(text: str) -> str:
+    """A clear note in place of something a run does not have."""
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "figure"
+
+
+def _num(value: Any) -> str:
+    """A number as the report prints it everywhere (tests look for this exact text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return html.escape(str(value))
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"
+
+
+def _stat(value: Any) -> str:
+    """``{mean, se}`` as 'mean ± se', a number as itself."""
+    if isinstance(value, Mapping) and "mean" in value:
+        se = value.get("se")
+        return _num(value["mean"]) + (f" ± {_num(se)}" if isinstance(se, (int, float)) else "")
+    return _num(value)
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    """A table of already-escaped cells."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _missing_eval(runs: Sequence[RunView]) -> str:
+    missing = [r for r in runs if r.eval is None]
+    if not missing:
+        return ""
+    names = ", ".join(r.label for r in missing)
+    return note(f"not evaluated yet (no eval.json): {names}; run `elbolab evaluate RUN` on each to fill this section in")
+
+
+def _evaluated(runs: Sequence[RunView]) -> list[tuple[int, RunView]]:
+    return [(i, r) for i, r in enumerate(runs) if r.eval is not None]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def summary_section(runs: Sequence[RunView], page: Page) -> str:
+    """The headline numbers of every run (the rows of ``elbolab compare``), nats per test example."""
+    rows = compare_rows([r.path for r in runs])
+    keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "run"]
+    body = [[html.escape(key)] + [_num(row.get(key, "")) for row in rows] for key in keys]
+    header = [""] + [html.escape(r.label) for r in runs]
+    described = "".join(
+        f"<li><b>{html.escape(r.label)}</b> <code>{html.escape(str(r.path))}</code>: {html.escape(r.config.description or r.config.preset)}</li>"
+        for r in runs
+    )
+    return f"<ul>{described}</ul>" + html_table(header, body, "numbers")
+
+
+def training_section(runs: Sequence[RunView], page: Page) -> str:
+    """The bound, its two terms and beta over epochs, train and test (metrics.jsonl)."""
+    from .plots import draw_training_curves, training_curves_data
+
+    have = [(r.label, training_curves_data(r.metrics)) for r in runs if r.metrics]
+    missing = [r.label for r in runs if not r.metrics]
+    out = note(f"no metrics.jsonl records yet: {', '.join(missing)}") if missing else ""
+    if have:
+        caption = ("solid: the training objective averaged over each epoch's batches (the beta-ELBO, or L_k for IWAE); "
+                   "dashed: the test ELBO (k = 1) after each epoch")
+        out = page.figure(draw_training_curves(have), "training-curves", caption) + out
+    return out
+
+
+def metrics_section(runs: Sequence[RunView], page: Page) -> str:
+    """Every other valid_* / test_* key of metrics.jsonl (ranking metrics, imputation errors, ...) over epochs."""
+    from .plots import curve_keys, draw_metric_curves, metric_curves_data, training_curves_data
+
+    have = []
+    for r in runs:
+        data = metric_curves_data(r.metrics, skip=curve_keys(training_curves_data(r.metrics)))
+        if data:
+            have.append((r.label, data))
+    if not have:
+        return note("no valid_* / test_* metrics besides the bound terms were logged per epoch")
+    return page.figure(draw_metric_curves(have), "metric-curves", "per-epoch validation / test metrics from metrics.jsonl")
+
+
+def rate_distortion_section(runs: Sequence[RunView], page: Page) -> str:
+    """The rate-distortion plane (Alemi et al. 2018): one point per evaluated run."""
+    from .plots import draw_rate_distortion, rate_distortion_data, run_color
+
+    evaluated = _evaluated(runs)
+    if not evaluated:
+        return _missing_eval(runs)
+    points = rate_distortion_data([(r.label, r.eval) for _, r in evaluated])
+    fig = draw_rate_distortion(points, [run_color(i) for i, _ in evaluated])
+    caption = ("rate = mean KL(q(z|x) || p(z)), distortion = -E_q[log p(x|z)] on the test set; "
+               "a beta sweep traces the curve; lower-left is a better ELBO")
+    return page.figure(fig, "rate-distortion", caption) + _missing_eval(runs)
+
+
+def tightness_section(runs: Sequence[RunView], page: Page) -> str:
+    """L_k against k with standard errors, the log-likelihood estimate, and the gap split by k."""
+    from .plots import draw_tightness, tightness_data
+
+    evaluated = _evaluated(runs)
+    if not evaluated:
+        return _missing_eval(runs)
+    data = [(r.label, tightness_data(r.eval)) for _, r in evaluated]
+    rows = []
+    for label, d in data:
+        steps = "; ".join(f"{html.escape(s)}: {_num(v)}" for s, v in d["recovered"])
+        rows.append([html.escape(label), _num(d["elbo"]), _num(d["log_likelihood"]["mean"]), _num(d["gap"]), steps])
+    table = html_table(["run", "ELBO", "log p(x) estimate", "gap", "recovered by each step in k (nats)"], rows, "numbers")
+    caption = ("error bars: one standard error over test examples; the first step, ELBO → L_1, is Monte-Carlo noise "
+               "(L_1 samples the KL term the ELBO takes in closed form)")
+    return page.figure(draw_tightness(data), "tightness", caption) + table + _missing_eval(runs)
+
+
+def inference_gaps_section(runs: Sequence[RunView], page: Page) -> str:
+    """Approximation and amortization gaps (Cremer et al. 2018), when eval.json has ``inference_gaps``."""
+    from .plots import draw_inference_gaps, inference_gaps_data
+
+    data = [(r.label, inference_gaps_data(r.eval) if r.eval is not None else None) for r in runs]
+    have = [(label, d) for label, d in data if d is not None]
+    lacking = [label for label, d in data if d is None]
+    out = note(f"no inference-gap analysis in eval.json for: {', '.join(lacking)}") if lacking else ""
+    if have:
+        rows = [[html.escape(label), _num(d["log_likelihood"]), _num(d["elbo_optimized"]), _num(d["elbo_amortized"]),
+                 _num(d["approximation_gap"]), _num(d["amortization_gap"]), _num(d["n_examples"])] for label, d in have]
+        table = html_table(["run", "log p(x)", "L[q*]", "L[q_φ]", "approximation gap", "amortization gap", "examples"], rows, "numbers")
+        out = page.figure(draw_inference_gaps(have), "inference-gaps", "nats per test example") + table + out
+    return out
+
+
+def latent_usage_section(runs: Sequence[RunView], page: Page) -> str:
+    """KL per latent dimension and the active-unit statistic, sorted, with the threshold drawn."""
+    from .plots import draw_latent_usage, latent_usage_data
+
+    evaluated = _evaluated(runs)
+    if not evaluated:
+        return _missing_eval(runs)
+    data = [(r.label, latent_usage_data(r.eval)) for _, r in evaluated]
+    no_kl = [label for label, d in data if d["kl_sorted"] is None]
+    out = page.figure(draw_latent_usage(data), "latent-usage", "a unit is active when A_u exceeds the threshold (Burda et al. 2016, sec. 5.2)")
+    if no_kl:
+        out += note(f"no per-dimension KL (the posterior or prior does not factorise): {', '.join(no_kl)}")
+    return out + _missing_eval(runs)
+
+
+# Tasks whose examples are flat images (a family with image data adds its task name here).
+IMAGE_TASKS: set[str] = {"images"}
+
+
+def images_section(runs: Sequence[RunView], page: Page) -> str:
+    """For image models: reconstructions, prior samples, latent traversals and the 2-D view of posterior means."""
+    from .plots import draw_latent_2d, draw_reconstructions, draw_samples, draw_traversals, image_panels
+
+    image_runs = [r for r in runs if r.config.task in IMAGE_TASKS]
+    if not image_runs:
+        return note("no image runs among these runs")
+    blocks = []
+    for r in image_runs:
+        title = f"<h3>{html.escape(r.label)}</h3>"
+        if not ((r.path / CHECKPOINT).is_file() or (r.path / BEST).is_file()):
+            blocks.append(title + note("no checkpoint yet: train the run to see its images"))
+            continue
+        panels = image_panels(r.path)
+        if panels is None:
+            blocks.append(title + note("not shown: the data is not square images (e.g. 784 or 64 pixels) or the model is conditional"))
+            continue
+        kl = r.eval.get("kl_per_dim") if r.eval else None
+        name = _slug(r.label)
+        blocks.append(
+            title
+            + '<div class="row">'
+            + page.figure(draw_reconstructions(panels), f"{name}-reconstructions", "test inputs and their reconstructions")
+            + page.figure(draw_samples(panels), f"{name}-samples", "samples from the prior")
+            + '</div><div class="row">'
+            + page.figure(draw_traversals(panels, kl), f"{name}-traversals", "latent traversals (rows labelled with their KL in nats)")
+            + page.figure(draw_latent_2d(panels), f"{name}-posterior-2d", f"posterior means, {panels.projection}")
+            + "</div>"
+        )
+    return "".join(blocks)
+
+
+def task_metrics_section(runs: Sequence[RunView], page: Page) -> str:
+    """Every entry of eval.json's task_metrics (ranking, imputation, conditional likelihood, ...), runs side by side."""
+    evaluated = _evaluated(runs)
+    names = list(dict.fromkeys(name for _, r in evaluated for name in r.eval.get("task_metrics", {})))
+    if not names:
+        return note("no task-specific test metrics in eval.json (unconditional images: the bound's dissection is the whole story)") + _missing_eval(runs)
+    rows = [[html.escape(name)] + [_stat(r.eval.get("task_metrics", {}).get(name, "")) for _, r in evaluated] for name in names]
+    return html_table(["metric"] + [html.escape(r.label) for _, r in evaluated], rows, "numbers") + _missing_eval(runs)
+
+
+def flatten_numbers(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every leaf of a JSON value as (dotted path, value); a list of numbers stays one entry."""
+    if isinstance(data, Mapping):
+        out = []
+        for key, value in data.items():
+            out += flatten_numbers(value, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [(prefix, data)]
+
+
+def eval_table_section(runs: Sequence[RunView], page: Page) -> str:
+    """A table of every number in eval.json (nats where the quantity is a bound or term)."""
+    evaluated = _evaluated(runs)
+    if not evaluated:
+        return _missing_eval(runs)
+    flat = [dict(flatten_numbers(r.eval)) for _, r in evaluated]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+
+    def cell(value: Any) -> str:
+        if isinstance(value, list):
+            return '<span class="list">' + " ".join(_num(v) for v in value) + "</span>"
+        return _num(value) if value != "" else ""
+
+    rows = [[html.escape(k)] + [cell(f.get(k, "")) for f in flat] for k in keys]
+    return html_table(["eval.json"] + [html.escape(r.label) for _, r in evaluated], rows, "numbers all") + _missing_eval(runs)
+
+
+def config_section(runs: Sequence[RunView], page: Page) -> str:
+    """The config.toml that made each run."""
+    return '<div class="row">' + "".join(
+        f'<div><h3>{html.escape(r.label)}</h3><pre>{html.escape(r.config_text)}</pre></div>' for r in runs
+    ) + "</div>"
+
+
+class Section(NamedTuple):
+    """One block of the report: an anchor name, a heading, and the function that renders it."""
+
+    key: str
+    title: str
+    render: Callable[[Sequence[RunView], Page], str]
+
+
+# The page, in order. A family adds its section in a block of its own below, e.g.
+#     def ranking_section(runs: Sequence[RunView], page: Page) -> str:
+#         ...  # return page.figure(fig, "ranking", caption) + a table, or note("why it does not apply")
+#     SECTIONS.insert(section_index("task-metrics"), Section("ranking", "Ranking", ranking_section))
+SECTIONS: list[Section] = [
+    Section("summary", "Runs and headline numbers (nats per test example)", summary_section),
+    Section("training", "Training curves", training_section),
+    Section("metrics", "Validation and test metrics over epochs", metrics_section),
+    Section("rate-distortion", "Rate-distortion plane", rate_distortion_section),
+    Section("tightness", "Tightness: L_k against k", tightness_section),
+    Section("inference-gaps", "Inference gaps", inference_gaps_section),
+    Section("latent-usage", "Latent usage", latent_usage_section),
+    Section("images", "Images", images_section),
+    Section("task-metrics", "Task metrics", task_metrics_section),
+    Section("eval", "Every number in eval.json", eval_table_section),
+    Section("config", "Configs", config_section),
+]
+
+
+def section_index(key: str) -> int:
+    """The position of the section called ``key`` in SECTIONS (to insert a family's section before it)."""
+    keys = [section.key for section in SECTIONS]
+    if key not in keys:
+        raise ConfigError(f"no report section {key!r}; the sections are {', '.join(keys)}")
+    return keys.index(key)
+
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1280px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+nav a { margin-right: 0.9em; } .meta { color: #666; font-size: 0.9em; }
+figure { margin: 0.6em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.85em; }
+.row { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; } .row > * { flex: 1 1 0; min-width: 320px; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+table.numbers td:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; }
+.list { display: inline-block; max-width: 60em; text-align: left; font-size: 0.8em; color: #444; word-spacing: 0.3em; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4em 0.8em; }
+pre { background: #f6f8fa; padding: 0.6em; font-size: 0.8em; overflow-x: auto; }
+"""
+
+
+def write_report(
+    run_dirs: Sequence[str | Path],
+    out: str | Path = "report.html",
+    *,
+    title: str | None = None,
+    sections: Sequence[Section] | None = None,
+) -> Path:
+    """Write the ELBO analysis report of ``run_dirs`` to ``out`` (one self-contained HTML file) and return its path.
+
+    Every figure is also written as a PNG into ``<out stem>_files/`` beside it. A run missing a
+    piece (no eval.json, no checkpoint) gets a note in that section, never an error.
+    """
+    from . import __version__
+
+    runs = read_runs(run_dirs)
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"the report is an HTML file: give -o NAME.html, not {out}")
+    page = Page(out.parent / f"{out.stem}_files")
+    chosen = SECTIONS if sections is None else sections
+    blocks = [f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>{s.render(runs, page)}</section>' for s in chosen]
+    nav = "".join(f'<a href="#{s.key}">{html.escape(s.title.split(" (")[0])}</a>' for s in chosen)
+    heading = title or "ELBO report: " + ", ".join(r.label for r in runs)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    document = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(heading)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{html.escape(heading)}</h1>"
+        f'<p class="meta">elbolab {__version__}, {stamp}; {len(runs)} run(s). All bounds and terms in nats per test example '
+        f"(higher bound is better). Figures also saved as PNG in {html.escape(page.png_dir.name)}/.</p>"
+        f"<nav>{nav}</nav>{''.join(blocks)}</body></html>\n"
+    )
+    write_text(out, document)
+    return out
