@@ -12,6 +12,10 @@ from elbolab.models import CVAE, ConditionalNN
 from elbolab.quadrants import given_mask, merge_quadrants, split_quadrants
 from elbolab.tasks import make_task
 
+from typer.testing import CliRunner
+
+from elbolab.cli import app
+
 from conftest import run_cli, tiny_config
 from test_cli import one_line_error
 
@@ -201,29 +205,43 @@ def test_sample_writes_a_completion_png(quadrant_run, tmp_path):
     assert np.frombuffer(data[16:24], dtype=">u4").tolist() == [5 * tile + 1, 3 * tile + 1]
 
 
+def cli_error(args, *needles):
+    """A user error through the command (typer's CliRunner, in process): exit 1, one line naming the value."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("elbolab: error:"), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_sample_bad_quadrant_count_as_a_real_process(quadrant_run, tmp_path):
+    one_line_error(run_cli("sample", str(quadrant_run), "--given", "4", "--out", str(tmp_path / "c.png")), "1, 2 or 3", "got 4")
+
+
 @pytest.mark.parametrize(
     "args, needles",
-    [(["--given", "4"], ["1, 2 or 3", "got 4"]), (["--given", "0"], ["got 0"]),
-     (["--given", "2"], ["trained with 1 given", "--given 2"]), (["--n", "0"], ["got n=0"])],
+    [(["--given", "0"], ["1, 2 or 3", "got 0"]), (["--given", "2"], ["trained with 1 given", "--given 2"]),
+     (["--n", "0"], ["got n=0"])],
 )
 def test_sample_bad_input(quadrant_run, tmp_path, args, needles):
-    one_line_error(run_cli("sample", str(quadrant_run), *args, "--out", str(tmp_path / "c.png")), *needles)
+    cli_error(["sample", quadrant_run, *args, "--out", tmp_path / "c.png"], *needles)
 
 
 def test_train_bad_quadrant_count_and_noise_level(tmp_path):
-    base = ["train", "--preset", "vae-digits", "--out", str(tmp_path / "r"), "--no-progress"]
-    one_line_error(run_cli(*base, "--set", "task='quadrants'", "--set", "model.name='cvae'", "--set", "given_quadrants=5"),
-                   "1, 2 or 3", "got 5")
-    one_line_error(run_cli(*base, "--set", "bound.corruption='salt_and_pepper'", "--set", "bound.corruption_level=1.5"),
-                   "[0, 1]", "got 1.5")
+    base = ["train", "--preset", "vae-digits", "--out", tmp_path / "r", "--no-progress"]
+    cli_error([*base, "--set", "task='quadrants'", "--set", "model.name='cvae'", "--set", "given_quadrants=5"],
+              "1, 2 or 3", "got 5")
+    cli_error([*base, "--set", "bound.corruption='salt_and_pepper'", "--set", "bound.corruption_level=1.5"],
+              "[0, 1]", "got 1.5")
 
 
 @pytest.mark.parametrize("pixels, needle", [(49, "got 49 pixels"), (2352, "3 channels of 28 x 28")])
 def test_train_wrong_image_size_or_channels(tmp_path, pixels, needle):
     x = np.random.default_rng(0).random((20, pixels), dtype=np.float32)
     np.savez(tmp_path / "images.npz", x_train=x, x_test=x[:5])
-    result = run_cli(
-        "train", "--preset", "cvae-mnist", "--set", f"data.name='{tmp_path / 'images.npz'}'",
-        "--set", "train_splits=['train']", "--out", str(tmp_path / "r"), "--no-progress",
+    cli_error(
+        ["train", "--preset", "cvae-mnist", "--set", f"data.name='{tmp_path / 'images.npz'}'",
+         "--set", "train_splits=['train']", "--out", tmp_path / "r", "--no-progress"],
+        needle,
     )
-    one_line_error(result, needle)

@@ -22,6 +22,8 @@ Public API:
     elbo, iwae, importance_sample    the bounds, returning BoundTerms
     MODELS, build_model              the family, by name
     load_preset, apply_overrides     configs
+    gsnn, hybrid_cvae_gsnn           the GSNN and hybrid objectives of the CVAE (Sohn et al. 2015)
+    sample_completions, completion_grid   quadrant completions drawn from the prior network
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ from .evaluate import active_units, dissect, evaluate
 from .models import MODELS, LatentVariableModel, build_model
 from .runs import load
 from .train import train
+
+# conditional VAE (issue 4)
+from .bounds import gsnn, hybrid_cvae_gsnn  # noqa: E402
+from .completions import completion_grid, sample_completions  # noqa: E402
+from .quadrants import merge_quadrants, split_quadrants  # noqa: E402
 
 __all__ = [
     "BoundTerms",
@@ -54,4 +61,11 @@ __all__ = [
     "load_preset",
     "preset_names",
     "train",
+    # conditional VAE (issue 4)
+    "completion_grid",
+    "gsnn",
+    "hybrid_cvae_gsnn",
+    "merge_quadrants",
+    "sample_completions",
+    "split_quadrants",
 ]
