@@ -62,8 +62,8 @@ def main() -> None:
     print_table_head(
         f"budget: {args.epochs} epochs of batch {args.batch_size} per model on 60k images; "
         f"test: the first {args.n_test} test images (binarized once)",
-        "| given | model | epochs | train h | -log p(x|c) S=100 | -log p(x|c) S=5000 | paper (S=100) | "
-        "-ELBO (bound) | KL(q || p) |",
+        ["given", "model", "epochs", "train h", "-log p(x \\| c) S=100", "-log p(x \\| c) S=5000", "paper (S=100)",
+         "-ELBO (bound)", "KL(q \\|\\| p)"],
     )
     for given, label, paper_key, r in rows:
         s100 = r["task_metrics"]["neg_cll_S100"]

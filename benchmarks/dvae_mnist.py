@@ -53,7 +53,7 @@ def main() -> None:
     print_table_head(
         f"budget: {args.epochs} epochs of batch {args.batch_size} per model on 60k images; "
         f"test: the first {args.n_test} clean binarized test images, k = 5000",
-        "| model | epochs | train h | -log p(x) k=5000 | -ELBO (bound) | gap | active units |",
+        ["model", "epochs", "train h", "-log p(x) k=5000", "-ELBO (bound)", "gap", "active units"],
     )
     for label, r in rows:
         ll = r["log_likelihood"]

@@ -48,12 +48,15 @@ def train_and_evaluate(
     return result
 
 
-def print_table_head(budget: str, header: str) -> None:
-    """The machine line, the budget line and a Markdown table header (used by the issue-4 benchmarks)."""
+def print_table_head(budget: str, columns: list[str]) -> None:
+    """The machine line, the budget line and a Markdown table header (used by the issue-4 benchmarks).
+
+    A column name may hold an escaped pipe (``p(x \\| c)``): columns are counted from the list, not the text.
+    """
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"{budget}\n")
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|")
+    print("| " + " | ".join(columns) + " |")
+    print("|---" * len(columns) + "|")
 
 
 def main() -> None:
