@@ -25,10 +25,14 @@ PRESETS = {"vae-mnist": 86.76, "iwae-mnist-k5": 85.54, "iwae-mnist-k50": 84.78} 
 PAPER_EPOCHS = 3280
 
 
-def train_and_evaluate(preset: str, out: Path, epochs: int, batch_size: int, n_test: int) -> dict:
-    run = out / preset
+def train_and_evaluate(
+    preset: str, out: Path, epochs: int, batch_size: int, n_test: int,
+    overrides: tuple[str, ...] = (), name: str | None = None, ks: list[int] | None = None,
+) -> dict:
+    """Train (or resume) ``preset`` with ``overrides`` into ``out / name`` and evaluate it (ks: the run's own by default)."""
+    run = out / (name or preset)
     config = elbolab.apply_overrides(
-        elbolab.load_preset(preset), [f"train.epochs={epochs}", f"train.batch_size={batch_size}"]
+        elbolab.load_preset(preset), [f"train.epochs={epochs}", f"train.batch_size={batch_size}", *overrides]
     )
     done = read_metrics(run)
     if not (run / CHECKPOINT).exists():
@@ -37,11 +41,22 @@ def train_and_evaluate(preset: str, out: Path, epochs: int, batch_size: int, n_t
         elbolab.train(config, run, resume=True, progress=False)
     result = elbolab.runs.read_eval(run)
     if result is None or result["n_examples"] != n_test:
-        result = elbolab.evaluate(run, n_images=n_test, progress=False)
+        result = elbolab.evaluate(run, n_images=n_test, ks=ks, progress=False)
     metrics = read_metrics(run)
     result["train_hours"] = sum(m["seconds"] for m in metrics) / 3600
     result["epochs"] = metrics[-1]["epoch"]
     return result
+
+
+def print_table_head(budget: str, columns: list[str]) -> None:
+    """The machine line, the budget line and a Markdown table header (used by the issue-4 benchmarks).
+
+    A column name may hold an escaped pipe (``p(x \\| c)``): columns are counted from the list, not the text.
+    """
+    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"{budget}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|---" * len(columns) + "|")
 
 
 def main() -> None:

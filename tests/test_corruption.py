@@ -67,3 +67,95 @@ def test_denoising_bound_scores_the_clean_x():
     x_tilde = corrupt(x, "salt_and_pepper", 0.5)
     in_place_mistake = elbo(model, x_tilde, x_in=x_tilde)
     assert not torch.allclose(noisy.reconstruction, in_place_mistake.reconstruction)
+
+
+# --------------------------------------------------------------------------- denoising bound through the task (issue 4)
+
+
+class _Recorder:
+    """Wraps p(x | z) and keeps every target its log_prob was asked to score."""
+
+    def __init__(self, dist, seen):
+        self.dist, self.seen = dist, seen
+
+    def log_prob(self, x):
+        self.seen.append(x.detach().clone())
+        return self.dist.log_prob(x)
+
+    def __getattr__(self, name):
+        return getattr(self.dist, name)
+
+
+class SpyVAE(VAE):
+    """A VAE that records what its encoder sees and what its likelihood scores."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.encoder_inputs, self.targets = [], []
+
+    def posterior(self, x, c=None):
+        self.encoder_inputs.append(x.detach().clone())
+        return super().posterior(x, c)
+
+    def likelihood(self, z, c=None):
+        return _Recorder(super().likelihood(z, c), self.targets)
+
+
+@pytest.mark.parametrize("bound", [["bound.name='elbo'"], ["bound.name='iwae'", "bound.k=4"]])
+def test_the_task_corrupts_the_encoder_input_and_scores_the_clean_batch(bound):
+    """Through ImageTask.loss (the trainer's path): x~ != x goes to the encoder, the untouched x is scored."""
+    from elbolab.tasks import make_task
+
+    config = tiny_config(*bound, "bound.corruption='salt_and_pepper'", "bound.corruption_level=0.3")
+    task = make_task(config)
+    model = SpyVAE(task.data_dim, 3, hidden=[16])
+    x, c = next(task.batches(torch.Generator().manual_seed(0)))
+    clean = x.clone()
+    task.loss(model, (x, c), step=0)
+    (seen,), (target,) = model.encoder_inputs, model.targets
+    assert torch.equal(x, clean) and torch.equal(target, clean)  # the clean x is the target, never modified
+    flipped = (seen != clean).float().mean().item()
+    assert 0.05 < flipped < 0.3  # about half of the 30 % hit pixels change value
+
+
+def test_denoising_iwae_is_iwae_with_a_corrupted_encoder_input():
+    from elbolab.bounds import iwae
+
+    torch.manual_seed(0)
+    model = VAE(30, 3, hidden=[16])
+    x = torch.bernoulli(torch.full((8, 30), 0.4))
+    cfg = lambda level: tiny_config("bound.name='iwae'", "bound.k=5", "bound.corruption='salt_and_pepper'",  # noqa: E731
+                                    f"bound.corruption_level={level}").bound
+    torch.manual_seed(2)
+    plain = iwae(model, x, k=5)
+    torch.manual_seed(2)
+    assert torch.equal(training_bound(model, x, None, cfg(0.0), step=0).value, plain.value)
+    torch.manual_seed(2)
+    noisy = training_bound(model, x, None, cfg(0.4), step=0)
+    torch.manual_seed(2)
+    x_tilde = corrupt(x, "salt_and_pepper", 0.4)
+    torch.testing.assert_close(noisy.value, iwae(model, x, k=5, x_in=x_tilde).value)
+    assert not torch.allclose(noisy.value, plain.value)
+
+
+def test_evaluation_scores_clean_test_images(tmp_path):
+    """A DVAE run is evaluated on the clean test set: its eval equals that of the same weights with no corruption."""
+    import shutil
+
+    import elbolab
+    from elbolab.config import dump_toml
+    from elbolab.runs import read_config
+    from elbolab.tasks import make_task
+
+    config = tiny_config("train.epochs=1", "bound.corruption='salt_and_pepper'", "bound.corruption_level=0.5")
+    task = make_task(config)
+    assert all(torch.equal(x, task.x_test[i * 50 : (i + 1) * 50]) for i, (x, _) in enumerate(task.test_batches(50)))
+    run = elbolab.train(config, tmp_path / "dvae", progress=False)
+    twin = tmp_path / "same-weights-no-noise"
+    shutil.copytree(run, twin)
+    plain = read_config(twin)
+    plain.bound.corruption, plain.bound.corruption_level = "none", 0.0
+    (twin / "config.toml").write_text(dump_toml(plain))
+    a = elbolab.evaluate(run, ks=[1, 10], n_images=40, progress=False)
+    b = elbolab.evaluate(twin, ks=[1, 10], n_images=40, progress=False)
+    assert a["log_likelihood"] == b["log_likelihood"] and a["elbo"] == b["elbo"]

@@ -28,7 +28,23 @@ MODEL_CASES = {
         lambda: torch.randint(0, 3, (4, 5)),
     ),
     "linear-gaussian": ("linear-gaussian", dict(data_dim=6, latent_dim=2), lambda: torch.randn(4, 6)),
+    # conditional VAE (issue 4): make_x returns (x, c) for conditional models
+    "cvae": (
+        "cvae",
+        dict(data_dim=12, cond_dim=4, latent_dim=3, hidden=[10]),
+        lambda: (torch.bernoulli(torch.full((4, 12), 0.5)), torch.bernoulli(torch.full((4, 4), 0.5))),
+    ),
+    "conditional-nn": (
+        "conditional-nn",
+        dict(data_dim=12, cond_dim=4, hidden=[10]),
+        lambda: (torch.bernoulli(torch.full((4, 12), 0.5)), torch.bernoulli(torch.full((4, 4), 0.5))),
+    ),
 }
+
+
+def split_case(batch):
+    """(x, c) of a case's batch: c is None for unconditional models (issue 4)."""
+    return batch if isinstance(batch, tuple) else (batch, None)
 
 
 def test_every_registered_model_has_a_case():
@@ -57,16 +73,16 @@ def encoder_x(x):
 
 
 def test_log_weights_shape_and_finite(case):
-    model, x = case
-    lw = model.log_weights(x if x.dtype != torch.int64 else x, k=7, x_in=encoder_x(x))
+    model, (x, c) = case[0], split_case(case[1])
+    lw = model.log_weights(x if x.dtype != torch.int64 else x, c, k=7, x_in=encoder_x(x))
     assert lw.log_w.shape == (7, 4)
     assert lw.z.shape == (7, 4, model.latent_dim)
     assert torch.isfinite(lw.log_w).all()
 
 
 def test_gradients_reach_every_parameter(case):
-    model, x = case
-    lw = model.log_weights(x, k=3, x_in=encoder_x(x))
+    model, (x, c) = case[0], split_case(case[1])
+    lw = model.log_weights(x, c, k=3, x_in=encoder_x(x))
     lw.log_w.mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -74,28 +90,29 @@ def test_gradients_reach_every_parameter(case):
 
 
 def test_checkpoint_round_trip(case, tmp_path):
-    model, x = case
+    model, (x, c) = case[0], split_case(case[1])
     torch.save({"spec": model.spec, "state": model.state_dict()}, tmp_path / "m.pt")
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
     clone = build_model(saved["spec"]["name"], **saved["spec"]["kwargs"])
     clone.load_state_dict(saved["state"])
     torch.manual_seed(3)
-    a = model.log_weights(x, k=2, x_in=encoder_x(x)).log_w
+    a = model.log_weights(x, c, k=2, x_in=encoder_x(x)).log_w
     torch.manual_seed(3)
-    b = clone.log_weights(x, k=2, x_in=encoder_x(x)).log_w
+    b = clone.log_weights(x, c, k=2, x_in=encoder_x(x)).log_w
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_same_seed_same_numbers(key):
     (a, x), (b, _) = build_case(key, seed=11), build_case(key, seed=11)
+    x, c = split_case(x)
     torch.manual_seed(4)
-    la = a.log_weights(x, k=2, x_in=encoder_x(x)).log_w
+    la = a.log_weights(x, c, k=2, x_in=encoder_x(x)).log_w
     torch.manual_seed(4)
-    lb = b.log_weights(x, k=2, x_in=encoder_x(x)).log_w
+    lb = b.log_weights(x, c, k=2, x_in=encoder_x(x)).log_w
     assert torch.equal(la, lb)
 
 
 def test_sample_has_the_data_shape(case):
-    model, x = case
-    samples = model.sample(5)
+    model, (x, c) = case[0], split_case(case[1])
+    samples = model.sample(5, c)
     assert samples.shape[0] == 5

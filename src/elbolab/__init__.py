@@ -24,6 +24,8 @@ Public API:
     load_preset, apply_overrides     configs
     write_report(runs, out)          the ELBO analysis report (HTML) of run directories
     sweep(config, grid, out)         train, evaluate and report a grid of runs
+    gsnn, hybrid_cvae_gsnn           the GSNN and hybrid objectives of the CVAE (Sohn et al. 2015)
+    sample_completions, completion_grid   quadrant completions drawn from the prior network
 """
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ from .train import train
 # the ELBO analysis report and sweeps (issue 6)
 from .report import write_report
 from .sweep import sweep
+# conditional VAE (issue 4)
+from .bounds import gsnn, hybrid_cvae_gsnn  # noqa: E402
+from .completions import completion_grid, sample_completions  # noqa: E402
+from .quadrants import merge_quadrants, split_quadrants  # noqa: E402
 
 __all__ = [
     "BoundTerms",
@@ -63,4 +69,11 @@ __all__ = [
     # the ELBO analysis report and sweeps (issue 6)
     "sweep",
     "write_report",
+    # conditional VAE (issue 4)
+    "completion_grid",
+    "gsnn",
+    "hybrid_cvae_gsnn",
+    "merge_quadrants",
+    "sample_completions",
+    "split_quadrants",
 ]

@@ -175,3 +175,42 @@ def bound_curve(log_w: torch.Tensor, ks: Sequence[int]) -> dict[int, torch.Tenso
         groups = log_w[: (total // k) * k].reshape(total // k, k, -1)  # [K/k, k, B]
         curve[k] = (torch.logsumexp(groups, dim=1) - math.log(k)).mean(0)  # [B]
     return curve
+
+
+# --------------------------------------------------------------------------- conditional VAE (issue 4)
+
+
+def gsnn(model: LatentVariableModel, x: torch.Tensor, c: torch.Tensor | None = None, *, k: int = 1) -> BoundTerms:
+    """The GSNN objective E_{p(z|c)}[log p(x | z, c)], z drawn from the prior network (Sohn et al. 2015, eq. 9).
+
+    Training then draws z the way testing does. By Jensen it is a lower bound
+    on log p(x | c) too (looser than the CVAE's); there is no KL term.
+    """
+    _check_k(k)
+    z = model.prior(c).rsample((k,))  # [k, B, latent_dim]
+    log_px_z = model.likelihood(z, c).log_prob(x)  # [k, B]
+    value = log_px_z.mean(0)  # [B]
+    return BoundTerms(value, value, torch.zeros_like(value), log_px_z, 0.0, k)
+
+
+def hybrid_cvae_gsnn(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    c: torch.Tensor | None = None,
+    *,
+    alpha: float = 0.5,
+    k: int = 1,
+    x_in: torch.Tensor | None = None,
+) -> BoundTerms:
+    """alpha * L_CVAE + (1 - alpha) * L_GSNN (Sohn et al. 2015, eq. 10); alpha = 1 is the CVAE bound, 0 the GSNN.
+
+    ``kl`` is the CVAE part's KL(q(z | x, c) || p(z | c)) and ``beta`` the
+    weight it carries in the objective (alpha).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"the hybrid weight alpha must be in [0, 1], got {alpha}")
+    cvae = elbo(model, x, c, k=k, x_in=x_in)
+    prior_sampled = gsnn(model, x, c, k=k)
+    value = alpha * cvae.value + (1.0 - alpha) * prior_sampled.value  # [B]
+    reconstruction = alpha * cvae.reconstruction + (1.0 - alpha) * prior_sampled.reconstruction
+    return BoundTerms(value, reconstruction, cvae.kl, cvae.log_weights, alpha, k)

@@ -234,6 +234,28 @@ def sweep(
     typer.echo(f"\nreport: {result.report}")
 
 
+# --------------------------------------------------------------------------- conditional VAE (issue 4)
+
+
+@app.command()
+@user_errors
+def sample(
+    run: Path = typer.Argument(..., help="a quadrant-completion run directory (task 'quadrants')"),
+    out: Path = typer.Option(Path("completions.png"), "--out", "-o", help="the PNG grid to write"),
+    given: Optional[int] = typer.Option(None, "--given", help="given quadrants, 1..3 (must match the run; default: the run's)"),
+    n: int = typer.Option(8, "--n", help="completions per test digit, each from a fresh z ~ p(z | c)"),
+    rows: int = typer.Option(8, "--rows", help="test digits (one per row)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the prior samples"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+    which: str = typer.Option("best", "--which", help="best or last"),
+) -> None:
+    """Draw completions of test digits from the prior network; given quadrants are drawn in blue."""
+    from .completions import sample_completions
+
+    path = sample_completions(run, out, given=given, n=n, rows=rows, seed=seed, device=device, which=which)
+    typer.echo(f"completions: {path}  ({rows} test digits x (truth + {n} completions))")
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

@@ -34,6 +34,8 @@ class DataConfig:
     test_split: str = "test"
     test_binarize_seed: int = 0  # the one fixed binarization of the test set every model is scored on
     data_dir: str = ""  # empty: $ELBOLAB_DATA or ~/.cache/elbolab
+    # conditional VAE (issue 4): MNIST quadrant completion (task = "quadrants")
+    given_quadrants: int = 1  # 1, 2 or 3 quadrants given as c (Sohn et al. 2015, sec. 5.1); the rest is x
 
 
 @dataclass
@@ -62,6 +64,8 @@ class BoundConfig:
     estimator: str = "reparam"  # reparam, stl, dreg (iwae only)
     corruption: str = "none"  # the encoder sees a corrupted x (denoising bound): none, salt_and_pepper, gaussian, dropout
     corruption_level: float = 0.0  # flip / drop probability, or the Gaussian noise scale
+    # conditional VAE (issue 4)
+    hybrid_alpha: float = 0.5  # bound.name = "hybrid": alpha * CVAE + (1 - alpha) * GSNN (Sohn et al. 2015, eq. 10)
 
 
 @dataclass

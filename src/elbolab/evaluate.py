@@ -38,6 +38,8 @@ def active_units(posterior_means: torch.Tensor, threshold: float = 0.01) -> tupl
 
     ``posterior_means`` is [N, latent_dim], E_q[z] for N examples (Burda et al. 2016, sec. 5.2).
     """
+    if posterior_means.shape[-1] == 0:  # a model with no latent (the conditional NN baseline, issue 4)
+        return 0, posterior_means.new_zeros(0, dtype=torch.float64)
     cov = posterior_means.double().var(dim=0, unbiased=True)  # [latent_dim]
     return int((cov > threshold).sum().item()), cov
 

@@ -7,6 +7,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from .distributions import diagonal_gaussian
+from .nets import GaussianEncoder  # conditional VAE (issue 4): the prior network's MLP
 
 
 class StandardNormal(nn.Module):
@@ -21,3 +22,26 @@ class StandardNormal(nn.Module):
 
     def forward(self, c: torch.Tensor | None = None) -> Distribution:
         return diagonal_gaussian(self.loc, self.scale)
+
+
+# conditional VAE (issue 4): a prior network p(z | c)
+
+
+class ConditionalPrior(nn.Module):
+    """p(z | c) = N(mu(c), diag sigma(c)^2): an MLP from the condition c to a diagonal Gaussian.
+
+    The CVAE's prior network (Sohn, Lee & Yan 2015, sec. 3): z depends on the
+    input it conditions on, so KL(q(z | x, c) || p(z | c)) is between two
+    amortised Gaussians and stays analytic. General on purpose: c is any
+    vector [B, cond_dim] (given pixels, a mask, a label embedding).
+    """
+
+    def __init__(self, cond_dim: int, hidden: list[int], latent_dim: int, act: str = "tanh") -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = GaussianEncoder(cond_dim, hidden, latent_dim, act)
+
+    def forward(self, c: torch.Tensor | None = None) -> Distribution:
+        if c is None:
+            raise ValueError("ConditionalPrior needs the condition c")
+        return self.net(c)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .bounds import BoundTerms, elbo, iwae
+from .bounds import BoundTerms, elbo, gsnn, hybrid_cvae_gsnn, iwae
 from .config import BoundConfig, Config
 from .corruption import check_corruption, corrupt
 from .data import binarize, check_images, load_image_arrays
@@ -38,6 +38,19 @@ def _iwae_objective(model, x, c, cfg: BoundConfig, step: int, x_in=None) -> Boun
 
 
 OBJECTIVES: dict[str, Callable[..., BoundTerms]] = {"elbo": _elbo_objective, "iwae": _iwae_objective}
+
+
+# conditional VAE (issue 4): the GSNN and hybrid objectives of Sohn et al. (2015, eqs. 9-10)
+def _gsnn_objective(model, x, c, cfg: BoundConfig, step: int, x_in=None) -> BoundTerms:
+    return gsnn(model, x, c, k=cfg.k)  # z comes from the prior network: the encoder input is unused
+
+
+def _hybrid_objective(model, x, c, cfg: BoundConfig, step: int, x_in=None) -> BoundTerms:
+    return hybrid_cvae_gsnn(model, x, c, alpha=cfg.hybrid_alpha, k=cfg.k, x_in=x_in)
+
+
+OBJECTIVES["gsnn"] = _gsnn_objective
+OBJECTIVES["hybrid"] = _hybrid_objective
 
 
 def training_bound(
@@ -214,3 +227,9 @@ def make_task(config: Config, device: torch.device | str = "cpu") -> Task:
     except KeyError:
         raise ConfigError(f"unknown task {config.task!r}; choose one of {', '.join(TASKS)}") from None
     return cls(config, device)
+
+
+# conditional VAE (issue 4): MNIST quadrant completion lives in its own module (it builds on ImageTask above)
+from .quadrants import QuadrantTask  # noqa: E402
+
+TASKS["quadrants"] = QuadrantTask

@@ -6,12 +6,16 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import LatentVariableModel, LogWeights
+from .cvae import CVAE, ConditionalNN  # conditional VAE (issue 4)
 from .linear_gaussian import LinearGaussian
 from .vae import VAE
 
 MODELS: dict[str, type[LatentVariableModel]] = {
     "vae": VAE,
     "linear-gaussian": LinearGaussian,
+    # conditional VAE (issue 4)
+    "cvae": CVAE,
+    "conditional-nn": ConditionalNN,
 }
 
 
@@ -26,4 +30,4 @@ def build_model(name: str, **kwargs: Any) -> LatentVariableModel:
     return model
 
 
-__all__ = ["MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "build_model"]
+__all__ = ["CVAE", "ConditionalNN", "MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "build_model"]
