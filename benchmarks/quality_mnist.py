@@ -78,13 +78,12 @@ def main() -> None:
         print(f"{preset}: done in {time.perf_counter() - start:.0f} s", flush=True)
         rows.append((preset, result))
 
-    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"budget: {args.epochs} epochs of batch {args.batch_size} per model "
-          f"({args.epochs / PAPER_EPOCHS:.1%} of the paper's {PAPER_EPOCHS} epochs); test on {args.n_test} images\n")
-    header = ("| model | epochs | train h | -log p(x) k=5000 | paper | -L_1 | -L_5 | -L_50 | -L_5000 | "
-              "gap | active units | eval s |")
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|")
+    print_table_head(
+        f"budget: {args.epochs} epochs of batch {args.batch_size} per model "
+        f"({args.epochs / PAPER_EPOCHS:.1%} of the paper's {PAPER_EPOCHS} epochs); test on {args.n_test} images",
+        ["model", "epochs", "train h", "-log p(x) k=5000", "paper", "-L_1", "-L_5", "-L_50", "-L_5000", "gap",
+         "active units", "eval s"],
+    )
     for preset, r in rows:
         curve = r["bound_curve"]
         ll = r["log_likelihood"]
