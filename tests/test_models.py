@@ -28,6 +28,12 @@ MODEL_CASES = {
         lambda: torch.randint(0, 3, (4, 5)),
     ),
     "linear-gaussian": ("linear-gaussian", dict(data_dim=6, latent_dim=2), lambda: torch.randn(4, 6)),
+    # imputation (issue 5): two real columns and a 3-way categorical; NaN = missing in the data
+    "vaeac-tabular": (
+        "vaeac",
+        dict(column_sizes=[0, 3, 0], latent_dim=2, hidden=[8, 8]),
+        lambda: torch.tensor([[0.5, 2.0, -1.0], [float("nan"), 0.0, 1.0], [1.5, 1.0, float("nan")], [0.0, float("nan"), 2.0]]),
+    ),
 }
 
 

@@ -22,6 +22,7 @@ Public API:
     elbo, iwae, importance_sample    the bounds, returning BoundTerms
     MODELS, build_model              the family, by name
     load_preset, apply_overrides     configs
+    VAEACImputer                     scikit-learn-style imputer (VAEAC, issue 5)
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .evaluate import active_units, dissect, evaluate
 from .models import MODELS, LatentVariableModel, build_model
 from .runs import load
 from .train import train
+from .imputer import VAEACImputer  # imputation (issue 5)
 
 __all__ = [
     "BoundTerms",
@@ -54,4 +56,5 @@ __all__ = [
     "load_preset",
     "preset_names",
     "train",
+    "VAEACImputer",
 ]

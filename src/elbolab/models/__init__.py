@@ -8,10 +8,12 @@ from ..errors import ConfigError
 from .base import LatentVariableModel, LogWeights
 from .linear_gaussian import LinearGaussian
 from .vae import VAE
+from .vaeac import VAEAC  # imputation (issue 5)
 
 MODELS: dict[str, type[LatentVariableModel]] = {
     "vae": VAE,
     "linear-gaussian": LinearGaussian,
+    "vaeac": VAEAC,  # imputation (issue 5)
 }
 
 
@@ -26,4 +28,4 @@ def build_model(name: str, **kwargs: Any) -> LatentVariableModel:
     return model
 
 
-__all__ = ["MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "build_model"]
+__all__ = ["MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "VAEAC", "build_model"]
