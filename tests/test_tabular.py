@@ -68,7 +68,7 @@ def test_entirely_missing_column_is_an_error_naming_it():
 def test_non_numeric_value_in_numeric_column_names_column_and_row(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,b\n1,2\n2,3\nabc,4\n4,5\n")
-    with pytest.raises(DataError, match=r"column 'a' is numeric but row 2 holds 'abc'"):
+    with pytest.raises(DataError, match=r"column 'a' is numeric but row index 2 holds 'abc'"):
         read_table(path)
     assert read_table(path, categorical=["a"]).schema.column_sizes == [4, 0]  # named: taken as labels
 

@@ -11,7 +11,6 @@ the same columns, index, dtypes and category labels.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -289,6 +288,8 @@ def impute_file(
     from .data.tabular import table_format
 
     table_format(out)  # an unknown output format is an error before any work
+    if save_model is not None and Path(save_model).exists() and any(Path(save_model).iterdir()):
+        raise RunError(f"{save_model} exists and is not empty; choose a new directory for --save-model")
     if Path(data).resolve() == out.resolve():
         raise ConfigError(f"the output {out} is the input file; choose another -o so the original is kept")
     frame = read_frame(data)
@@ -308,13 +309,13 @@ def impute_file(
         written["outputs"].append(str(out))
         return written
     if model is None:
-        table = table_from_frame(frame, categorical, source=str(data))
-        for note in table.notes:
-            print(f"elbolab: {note}", file=sys.stderr)
+        written["notes"] = table_from_frame(frame, categorical, source=str(data)).notes
         imputer.fit(frame)
         if save_model is not None:
             imputer.save(save_model)
             written["model"] = str(save_model)
+    else:
+        table_from_frame(frame, source=str(data), schema=imputer.schema_)  # name the file in any mismatch
     imputer.num_imputations = num_imputations
     completed = imputer.transform(frame)
     outputs = [(out, completed)]

@@ -69,7 +69,8 @@ class Schema:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:
-        return cls(list(data["columns"]), [None if c is None else list(c) for c in data["categories"]], list(data["dtypes"]))
+        categories = [None if c is None else list(c) for c in data["categories"]]
+        return cls(list(data["columns"]), categories, list(data["dtypes"]))
 
 
 @dataclass
@@ -136,7 +137,7 @@ def table_from_frame(
             if failure is not None:
                 row, value = failure
                 raise DataError(
-                    f"{source}: column {name!r} is numeric but row {row} holds {value!r}, which is not a number; "
+                    f"{source}: column {name!r} is numeric but row index {row} holds {value!r}, which is not a number; "
                     f"fix the cell (leave it empty if it is missing) or name the column in --categorical"
                 )
             notes.append(f"column {name!r} is categorical (non-numeric values)")
@@ -166,7 +167,7 @@ def _encode_with_schema(frame: Any, schema: Schema, source: str) -> Table:
         if labels is None:
             if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
                 failure = _numeric_failure(column)
-                detail = f"row {failure[0]} holds {failure[1]!r}" if failure else f"its values are {column.dtype}"
+                detail = f"row index {failure[0]} holds {failure[1]!r}" if failure else f"its values are {column.dtype}"
                 raise DataError(f"{source}: column {name!r} was numeric in fit but {detail}, which is not a number; fix the cell")
             values[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
             continue
@@ -204,14 +205,12 @@ def frame_from_table(values: np.ndarray, schema: Schema, index: Any = None) -> A
         if labels is not None:
             codes = np.rint(column).astype(np.int64)
             data[name] = pd.Series(np.asarray(labels, dtype=object)[codes], index=index)
-            if dtype == "category":
-                data[name] = data[name].astype(pd.CategoricalDtype(labels))
-            elif dtype not in ("object", "str", "string"):
-                data[name] = data[name].astype(dtype)
+            target = pd.CategoricalDtype(labels) if dtype == "category" else dtype
+            data[name] = data[name].astype(target)
             continue
         series = pd.Series(column, index=index)
         if "int" in dtype.lower():
-            series = series.round()
+            series = series.round()  # a count stays a whole number
         data[name] = series.astype(dtype)
     return pd.DataFrame(data, index=index)
 
@@ -232,7 +231,11 @@ def table_format(path: str | os.PathLike) -> str:
 
 
 def read_frame(path: str | os.PathLike) -> Any:
-    """A pandas DataFrame from a CSV, TSV or parquet file; empty cells and NaN read as missing."""
+    """A pandas DataFrame from a CSV, TSV or parquet file; empty cells and NaN read as missing.
+
+    Columns get pandas' nullable dtypes, so a whole-number column with empty
+    cells reads as Int64 (not float) and is written back as whole numbers.
+    """
     import pandas as pd
 
     file = Path(path)
@@ -241,8 +244,8 @@ def read_frame(path: str | os.PathLike) -> Any:
         raise DataError(f"{file} does not exist or is not a file")
     try:
         if suffix == ".parquet":
-            return pd.read_parquet(file)
-        return pd.read_csv(file, sep=TABLE_FORMATS[suffix])
+            return pd.read_parquet(file, dtype_backend="numpy_nullable")
+        return pd.read_csv(file, sep=TABLE_FORMATS[suffix], dtype_backend="numpy_nullable")
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"cannot read {file} as a {suffix[1:]} table ({reason})") from None
