@@ -22,7 +22,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .config import Config, apply_overrides, from_dict, to_dict
+from .config import Config, apply_overrides
 from .data.tabular import Schema, Table, frame_from_table, read_frame, table_from_frame, write_frame
 from .errors import ConfigError, DataError, RunError
 from .imputation import Standardiser, TabularTask, impute_rows
@@ -235,7 +235,7 @@ class VAEACImputer(TransformerMixin, BaseEstimator):
         model = build_model(state["model_spec"]["name"], **state["model_spec"]["kwargs"])
         model.load_state_dict(state["model"])
         imputer.model_ = model.to(resolve_device(device)).eval()
-        imputer.config_ = from_dict(to_dict(imputer.to_config()))
+        imputer.config_ = imputer.to_config()
         return imputer
 
 
