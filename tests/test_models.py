@@ -39,6 +39,12 @@ MODEL_CASES = {
         dict(data_dim=12, cond_dim=4, hidden=[10]),
         lambda: (torch.bernoulli(torch.full((4, 12), 0.5)), torch.bernoulli(torch.full((4, 4), 0.5))),
     ),
+    # imputation (issue 5): two real columns and a 3-way categorical; NaN = missing in the data
+    "vaeac-tabular": (
+        "vaeac",
+        dict(column_sizes=[0, 3, 0], latent_dim=2, hidden=[8, 8]),
+        lambda: torch.tensor([[0.5, 2.0, -1.0], [float("nan"), 0.0, 1.0], [1.5, 1.0, float("nan")], [0.0, float("nan"), 2.0]]),
+    ),
 }
 
 

@@ -26,6 +26,7 @@ Public API:
     sweep(config, grid, out)         train, evaluate and report a grid of runs
     gsnn, hybrid_cvae_gsnn           the GSNN and hybrid objectives of the CVAE (Sohn et al. 2015)
     sample_completions, completion_grid   quadrant completions drawn from the prior network
+    VAEACImputer                     scikit-learn-style imputer (VAEAC, issue 5)
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from .evaluate import active_units, dissect, evaluate
 from .models import MODELS, LatentVariableModel, build_model
 from .runs import load
 from .train import train
+from .imputer import VAEACImputer  # imputation (issue 5)
 
 # the ELBO analysis report and sweeps (issue 6)
 from .report import write_report
@@ -76,4 +78,5 @@ __all__ = [
     "merge_quadrants",
     "sample_completions",
     "split_quadrants",
+    "VAEACImputer",
 ]

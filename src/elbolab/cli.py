@@ -256,6 +256,49 @@ def sample(
     typer.echo(f"completions: {path}  ({rows} test digits x (truth + {n} completions))")
 
 
+# --------------------------------------------------------------------------- impute (issue 5)
+
+
+@app.command()
+@user_errors
+def impute(
+    data: Path = typer.Argument(..., help="a CSV, TSV or parquet file; empty cells and NaN are missing"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="where to write the completed table (.csv/.tsv/.parquet)"),
+    num_imputations: int = typer.Option(10, "--num-imputations", help="draws per row; > 1 also writes OUTPUT's .imputations long form"),
+    categorical: Optional[str] = typer.Option(None, "--categorical", help="comma-separated columns to treat as categorical (non-numeric ones always are)"),
+    epochs: int = typer.Option(50, "--epochs", help="training epochs (the best validation-IWAE epoch is kept)"),
+    save_model: Optional[Path] = typer.Option(None, "--save-model", help="also save the fitted imputer to this new directory"),
+    model: Optional[Path] = typer.Option(None, "--model", help="reuse an imputer saved with --save-model instead of fitting"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar while training"),
+) -> None:
+    """Fill in the missing cells of a table with VAEAC (one model for any pattern of missing values)."""
+    import warnings
+
+    from .imputer import ImputationWarning, impute_file
+
+    if output is None:
+        output = data.with_name(f"{data.stem}.imputed{data.suffix}")
+    columns = [c.strip() for c in categorical.split(",") if c.strip()] if categorical else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = impute_file(
+            data, output, num_imputations=num_imputations, categorical=columns, epochs=epochs,
+            save_model=save_model, model=model, seed=seed, device=device, progress=progress,
+        )
+    for warning in caught:
+        if issubclass(warning.category, ImputationWarning):
+            typer.echo(f"elbolab: warning: {' '.join(str(warning.message).split())}", err=True)
+    for note in written.get("notes", []):
+        typer.echo(f"elbolab: {note}", err=True)
+    typer.echo(f"{written['input']}: {written['rows']} rows, {written['missing_cells']} missing cells imputed")
+    for path in written["outputs"]:
+        typer.echo(f"wrote {path}")
+    if "model" in written:
+        typer.echo(f"saved the imputer to {written['model']} (reuse: elbolab impute --model {written['model']} NEW.csv)")
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

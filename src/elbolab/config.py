@@ -36,6 +36,9 @@ class DataConfig:
     data_dir: str = ""  # empty: $ELBOLAB_DATA or ~/.cache/elbolab
     # conditional VAE (issue 4): MNIST quadrant completion (task = "quadrants")
     given_quadrants: int = 1  # 1, 2 or 3 quadrants given as c (Sohn et al. 2015, sec. 5.1); the rest is x
+    # imputation (issue 5): tables with missing cells (task = "tabular")
+    categorical: list[str] = field(default_factory=list)  # columns to treat as categorical besides non-numeric ones
+    valid_fraction: float = 0.15  # rows held out for the validation IWAE bound (checkpoint selection)
 
 
 @dataclass
@@ -66,6 +69,11 @@ class BoundConfig:
     corruption_level: float = 0.0  # flip / drop probability, or the Gaussian noise scale
     # conditional VAE (issue 4)
     hybrid_alpha: float = 0.5  # bound.name = "hybrid": alpha * CVAE + (1 - alpha) * GSNN (Sohn et al. 2015, eq. 10)
+    # imputation (issue 5): VAEAC's training masks and its prior-network regulariser (Ivanov et al. 2019, sec. 4.3)
+    mask: str = "mcar"  # mcar or rectangle (images); OR-ed with the truly missing entries
+    mask_level: float = 0.2  # MCAR probability (the paper's 0.2), or a rectangle's largest side as a fraction
+    prior_sigma_mu: float = 1e4
+    prior_sigma_sigma: float = 1e-4
 
 
 @dataclass
@@ -83,6 +91,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto
     eval_subset: int = 1000  # test examples for the per-epoch test ELBO (0: skip)
+    # imputation (issue 5)
+    valid_k: int = 25  # importance samples of the per-epoch validation IWAE bound (the VAEAC code's 25)
 
 
 @dataclass
@@ -95,6 +105,9 @@ class EvalConfig:
     n_images: int = 0  # 0: the whole test set
     seed: int = 0
     active_threshold: float = 0.01  # Burda et al. 2016, sec. 5.2
+    # imputation (issue 5)
+    num_imputations: int = 10  # draws of z from the prior network per row for the test imputation metrics
+    test_mask_level: float = 0.5  # MCAR share hidden in the test rows (the VAEAC paper's 50%)
 
 
 @dataclass

@@ -62,3 +62,48 @@ def corrupt(x: torch.Tensor, name: str, level: float, generator: torch.Generator
     if level == 0.0:
         return x
     return CORRUPTIONS[name](x, level, generator)
+
+
+# --------------------------------------------------------------------------- masks (VAEAC, issue 5)
+#
+# A mask generator returns a boolean tensor of x's shape, True = hidden from
+# the model (to be imputed). VAEAC trains on random masks OR-ed with the
+# entries that are truly missing (Ivanov, Figurnov & Vetrov 2019, sec. 4.2 and
+# appendix: MCAR with p = 0.2 for UCI tables; rectangles for images).
+
+
+def mcar_mask(shape: torch.Size | tuple[int, ...], level: float, generator: torch.Generator | None = None,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """Missing completely at random: each entry hidden with probability ``level``."""
+    return torch.rand(shape, generator=generator, device=device) < level
+
+
+def rectangle_mask(shape: torch.Size | tuple[int, ...], level: float, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None, image_shape: tuple[int, int] = (28, 28)) -> torch.Tensor:
+    """One random axis-aligned rectangle hidden per flat image [B, H*W]; ``level`` is its largest side as a fraction of the image."""
+    batch = shape[0]
+    height, width = image_shape
+    if shape[-1] != height * width:
+        raise ConfigError(f"rectangle masks need images of {height}x{width} = {height * width} pixels, got {shape[-1]}")
+    u = torch.rand((4, batch), generator=generator, device=device)
+    h = (1 + u[0] * (level * height - 1)).long().clamp(1, height)  # [B]
+    w = (1 + u[1] * (level * width - 1)).long().clamp(1, width)  # [B]
+    top = (u[2] * (height - h + 1)).long()  # [B]
+    left = (u[3] * (width - w + 1)).long()  # [B]
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    inside_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])  # [B, H]
+    inside_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])  # [B, W]
+    return (inside_rows[:, :, None] & inside_cols[:, None, :]).reshape(batch, height * width)  # [B, H*W]
+
+
+MASKS: dict[str, Callable[..., torch.Tensor]] = {"mcar": mcar_mask, "rectangle": rectangle_mask}
+
+
+def hidden_mask(x: torch.Tensor, name: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A training mask for x: the generator's hidden entries OR the truly missing (NaN) ones; True = hidden."""
+    if name not in MASKS:
+        raise ConfigError(f"unknown mask {name!r}; choose one of {', '.join(MASKS)}")
+    if not 0.0 <= level <= 1.0:
+        raise ConfigError(f"mask level must be in [0, 1], got {level}")
+    return MASKS[name](x.shape, level, generator, x.device) | torch.isnan(x)

@@ -205,3 +205,135 @@ def detach_parameters(q: Distribution) -> Distribution:
     raise ConfigError(
         f"the stl/dreg estimators need a diagonal Gaussian posterior, got {type(q).__name__}; use estimator='reparam'"
     )
+
+
+# --------------------------------------------------------------------------- tabular columns (VAEAC, issue 5)
+
+
+def one_hot_columns(x: torch.Tensor, column_sizes: list[int]) -> torch.Tensor:
+    """Network input for a table row: real columns as they are, categorical codes one-hot; NaN -> zeros.
+
+    ``column_sizes[j]`` is 0 for a real column and the number of categories K
+    for a categorical one; the output width is sum(max(1, K)).
+    """
+    present = ~torch.isnan(x)  # [..., D]
+    filled = torch.where(present, x, torch.zeros_like(x))  # [..., D]
+    parts = []
+    for j, size in enumerate(column_sizes):
+        if size == 0:
+            parts.append(filled[..., j : j + 1])  # [..., 1]
+        else:
+            one_hot = F.one_hot(filled[..., j].long().clamp(0, size - 1), size).to(x.dtype)  # [..., K]
+            parts.append(one_hot * present[..., j : j + 1].to(x.dtype))
+    return torch.cat(parts, dim=-1)  # [..., sum(max(1, K))]
+
+
+class TabularLikelihood(Distribution):
+    """A per-column product of Gaussians (real columns) and categoricals (categorical columns).
+
+    ``log_prob(x)`` sums log p(x_j) over the columns where ``score`` is true
+    and x_j is not NaN: VAEAC scores only entries that are hidden from the
+    model but observed in the data (Ivanov et al. 2019, eq. 4 restricted to
+    x_b; truly missing cells carry no target).
+    """
+
+    arg_constraints = {}
+    has_rsample = False
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, logits: list[torch.Tensor], column_sizes: list[int],
+                 score: torch.Tensor | None = None) -> None:
+        self.loc, self.scale, self.logits = loc, scale, logits  # [..., n_real], [..., n_real], [[..., K_j]]
+        self.column_sizes = column_sizes
+        self.real = [j for j, s in enumerate(column_sizes) if s == 0]
+        self.categorical = [j for j, s in enumerate(column_sizes) if s > 0]
+        self.score = score
+        super().__init__(loc.shape[:-1], torch.Size([len(column_sizes)]), validate_args=False)
+
+    def _columns(self, real: torch.Tensor, categorical: list[torch.Tensor]) -> torch.Tensor:
+        """Per-column tensors back in column order: [..., D]."""
+        parts: list[torch.Tensor | None] = [None] * len(self.column_sizes)
+        for i, j in enumerate(self.real):
+            parts[j] = real[..., i]
+        for value, j in zip(categorical, self.categorical):
+            parts[j] = value
+        return torch.stack(parts, dim=-1)  # [..., D]
+
+    def log_prob_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_j) per column [..., D], 0 where x_j is NaN."""
+        present = ~torch.isnan(x)  # [B, D]
+        filled = torch.where(present, x, torch.zeros_like(x))
+        real = Normal(self.loc, self.scale).log_prob(filled[..., self.real])  # [..., n_real]
+        categorical = [
+            torch.log_softmax(logits, -1).gather(-1, filled[..., j].long().expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+            for logits, j in zip(self.logits, self.categorical)
+        ]  # each [...]
+        columns = self._columns(real, categorical)  # [..., D]
+        return torch.where(present, columns, torch.zeros_like(columns))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        columns = self.log_prob_columns(x)  # [..., D]
+        if self.score is not None:
+            columns = torch.where(self.score, columns, torch.zeros_like(columns))
+        return columns.sum(-1)  # [...]
+
+    @property
+    def mode(self) -> torch.Tensor:
+        """The most probable row: the Gaussian means and the most probable category codes [..., D]."""
+        return self._columns(self.loc, [logits.argmax(-1).to(self.loc.dtype) for logits in self.logits])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        # A category code has no mean; the decoded point is the mode (Gaussian means, most probable labels).
+        return self.mode
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            real = Normal(self.loc, self.scale).sample(sample_shape)
+            categorical = [Categorical(logits=logits).sample(sample_shape).to(self.loc.dtype) for logits in self.logits]
+            return self._columns(real, categorical)
+
+
+class TabularHead(LikelihoodHead):
+    """p(x | z) over a table row: Gaussian for real columns (on standardised values), categorical for the rest.
+
+    ``column_sizes[j]`` is 0 for a real column and K >= 2 for a categorical
+    one. sigma is fixed, or (``learn_sigma``) a decoder output per entry,
+    softplus + ``min_sigma``, as in the VAEAC code's Gaussian-categorical loss.
+    """
+
+    def __init__(self, data_dim: int, column_sizes: list[int], sigma: float = 1.0, learn_sigma: bool = True,
+                 min_sigma: float = 1e-2) -> None:
+        super().__init__(data_dim)
+        if len(column_sizes) != data_dim:
+            raise ConfigError(f"the tabular likelihood has {len(column_sizes)} column sizes for {data_dim} columns")
+        if any(s == 1 or s < 0 for s in column_sizes):
+            raise ConfigError(f"column sizes must be 0 (real) or >= 2 categories, got {column_sizes}")
+        if sigma <= 0:
+            raise ConfigError(f"Gaussian likelihood sigma must be > 0, got {sigma}")
+        self.column_sizes = list(column_sizes)
+        self.learn_sigma = learn_sigma
+        self.sigma, self.min_sigma = sigma, min_sigma
+        n_real = sum(1 for s in column_sizes if s == 0)
+        self.n_real = n_real
+        self._out = n_real * (2 if learn_sigma else 1) + sum(column_sizes)
+
+    @property
+    def out_features(self) -> int:
+        return self._out
+
+    def forward(self, params: torch.Tensor, score: torch.Tensor | None = None) -> TabularLikelihood:
+        """``params`` [..., out_features] = [means | raw sigmas | logits of each categorical column]."""
+        n = self.n_real
+        loc = params[..., :n]  # [..., n_real]
+        offset = n
+        if self.learn_sigma:
+            scale = F.softplus(params[..., n : 2 * n]) + self.min_sigma  # [..., n_real]
+            offset = 2 * n
+        else:
+            scale = torch.full_like(loc, self.sigma)
+        logits = []
+        for size in self.column_sizes:
+            if size > 0:
+                logits.append(params[..., offset : offset + size])  # [..., K]
+                offset += size
+        return TabularLikelihood(loc, scale, logits, self.column_sizes, score)

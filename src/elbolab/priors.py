@@ -2,12 +2,14 @@
 networks (CVAE, VAEAC) and RecVAE's composite prior join this module."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from .distributions import diagonal_gaussian
-from .nets import GaussianEncoder  # conditional VAE (issue 4): the prior network's MLP
+from .nets import GaussianEncoder, mlp
 
 
 class StandardNormal(nn.Module):
@@ -45,3 +47,46 @@ class ConditionalPrior(nn.Module):
         if c is None:
             raise ValueError("ConditionalPrior needs the condition c")
         return self.net(c)
+# --------------------------------------------------------------------------- VAEAC (issue 5)
+
+
+class SkipPriorNetwork(nn.Module):
+    """A prior network p(z | c) = N(mu(c), diag sigma(c)^2) that also hands out its hidden activations.
+
+    An MLP from the (encoded) condition to a diagonal Gaussian. VAEAC's
+    generative network reads the observed part through skip connections from
+    this network's layers (Ivanov, Figurnov & Vetrov 2019, sec. 4.1 and their
+    code's memory layers), so :meth:`features` returns the activations of the
+    input and of every hidden layer alongside the distribution.
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], latent_dim: int, act: str = "relu") -> None:
+        super().__init__()
+        sizes = [in_features, *hidden]
+        self.layers = nn.ModuleList(mlp([n_in, n_out], act, final_act=True) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.head = mlp([sizes[-1], 2 * latent_dim])
+        self.latent_dim = latent_dim
+        self.skip_sizes = sizes  # widths of the activations features() returns, input first
+
+    def features(self, c: torch.Tensor) -> tuple[Distribution, list[torch.Tensor]]:
+        """p(z | c) and the activations [input, hidden_1, ..., hidden_L], each [B, width]."""
+        skips = [c]
+        for layer in self.layers:
+            skips.append(layer(skips[-1]))  # [B, width]
+        loc, log_scale = self.head(skips[-1]).chunk(2, dim=-1)  # [B, latent_dim] each
+        return diagonal_gaussian(loc, log_scale.exp()), skips
+
+    def forward(self, c: torch.Tensor) -> Distribution:
+        return self.features(c)[0]
+
+
+def prior_network_regulariser(p: Distribution, sigma_mu: float = 1e4, sigma_sigma: float = 1e-4) -> torch.Tensor:
+    """log N(mu | 0, sigma_mu^2) + sigma_sigma (log sigma - sigma) of a Gaussian prior network's outputs, per example [B].
+
+    The weak prior on the prior network's parameters that keeps mu and sigma
+    from drifting when a mask leaves the latent unconstrained (Ivanov et al.
+    2019, sec. 4.3; constants dropped). Add it to the bound; it is tiny for
+    sane outputs (sigma_mu = 1e4, sigma_sigma = 1e-4 are the paper's values).
+    """
+    mu, sigma = p.mean, p.stddev  # [B, latent_dim]
+    return -(mu**2).sum(-1) / (2 * sigma_mu**2) + sigma_sigma * (sigma.log() - sigma).sum(-1)  # [B]

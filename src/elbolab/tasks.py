@@ -19,6 +19,7 @@ from .config import BoundConfig, Config
 from .corruption import check_corruption, corrupt
 from .data import binarize, check_images, load_image_arrays
 from .errors import ConfigError
+from .imputation import TabularTask  # imputation (issue 5)
 from .models import MODELS, LatentVariableModel, build_model
 from .schedules import linear_anneal
 
@@ -217,7 +218,7 @@ def _splits(arrays: dict[str, Any]) -> list[str]:
     return sorted(k[2:] for k in arrays if k.startswith("x_"))
 
 
-TASKS: dict[str, type] = {"images": ImageTask}
+TASKS: dict[str, type] = {"images": ImageTask, "tabular": TabularTask}
 
 
 def make_task(config: Config, device: torch.device | str = "cpu") -> Task:

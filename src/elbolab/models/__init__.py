@@ -9,6 +9,7 @@ from .base import LatentVariableModel, LogWeights
 from .cvae import CVAE, ConditionalNN  # conditional VAE (issue 4)
 from .linear_gaussian import LinearGaussian
 from .vae import VAE
+from .vaeac import VAEAC  # imputation (issue 5)
 
 MODELS: dict[str, type[LatentVariableModel]] = {
     "vae": VAE,
@@ -16,6 +17,7 @@ MODELS: dict[str, type[LatentVariableModel]] = {
     # conditional VAE (issue 4)
     "cvae": CVAE,
     "conditional-nn": ConditionalNN,
+    "vaeac": VAEAC,  # imputation (issue 5)
 }
 
 
@@ -30,4 +32,4 @@ def build_model(name: str, **kwargs: Any) -> LatentVariableModel:
     return model
 
 
-__all__ = ["CVAE", "ConditionalNN", "MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "build_model"]
+__all__ = ["CVAE", "ConditionalNN", "MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "VAEAC", "build_model"]
