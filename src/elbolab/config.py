@@ -34,6 +34,20 @@ class DataConfig:
     test_split: str = "test"
     test_binarize_seed: int = 0  # the one fixed binarization of the test set every model is scored on
     data_dir: str = ""  # empty: $ELBOLAB_DATA or ~/.cache/elbolab
+    # collaborative filtering (issue 3): interaction files and Liang et al. (2018)'s split
+    user_col: str = "user"  # column names of a user's own CSV / TSV / parquet file
+    item_col: str = "item"
+    rating_col: str = "rating"  # "": implicit feedback, every row is a positive
+    timestamp_col: str = ""
+    sep: str = ""  # "": "," for .csv, tab otherwise
+    duplicates: str = "last"  # a repeated user-item pair: last, first, max (rating) or error
+    min_rating: float = 3.5  # ratings > min_rating are positives
+    min_user_count: int = 5
+    min_item_count: int = 0
+    heldout_users: int = 10_000  # validation users, and as many test users
+    heldout_fraction: float = 0.0  # > 0: hold out this fraction of users for each instead
+    target_fraction: float = 0.2  # share of each held-out user's items to predict
+    split_seed: int = 98765  # Liang et al.'s seed
 
 
 @dataclass
@@ -62,6 +76,9 @@ class BoundConfig:
     estimator: str = "reparam"  # reparam, stl, dreg (iwae only)
     corruption: str = "none"  # the encoder sees a corrupted x (denoising bound): none, salt_and_pepper, gaussian, dropout
     corruption_level: float = 0.0  # flip / drop probability, or the Gaussian noise scale
+    # collaborative filtering (issue 3)
+    beta_cap: float = 1e30  # beta never exceeds this (Mult-VAE: anneal toward 1, capped at 0.2)
+    gamma: float = 0.0  # > 0: RecVAE's per-user KL weight gamma * |x_u| instead of beta
 
 
 @dataclass
@@ -79,6 +96,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto
     eval_subset: int = 1000  # test examples for the per-epoch test ELBO (0: skip)
+    # collaborative filtering (issue 3): RecVAE's alternating updates
+    encoder_passes: int = 3  # passes over the data updating the encoder (input dropout on) per epoch
+    decoder_passes: int = 1  # then passes updating the decoder (no dropout)
 
 
 @dataclass

@@ -6,12 +6,17 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import LatentVariableModel, LogWeights
+from .cf import MultDAE, MultVAE, RecVAE  # collaborative filtering (issue 3)
 from .linear_gaussian import LinearGaussian
 from .vae import VAE
 
 MODELS: dict[str, type[LatentVariableModel]] = {
     "vae": VAE,
     "linear-gaussian": LinearGaussian,
+    # collaborative filtering (issue 3)
+    "mult-vae": MultVAE,
+    "mult-dae": MultDAE,
+    "recvae": RecVAE,
 }
 
 
@@ -27,3 +32,4 @@ def build_model(name: str, **kwargs: Any) -> LatentVariableModel:
 
 
 __all__ = ["MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "build_model"]
+__all__ += ["MultDAE", "MultVAE", "RecVAE"]  # collaborative filtering (issue 3)
