@@ -28,6 +28,10 @@ MODEL_CASES = {
         lambda: torch.randint(0, 3, (4, 5)),
     ),
     "linear-gaussian": ("linear-gaussian", dict(data_dim=6, latent_dim=2), lambda: torch.randn(4, 6)),
+    # collaborative filtering (issue 3): click vectors
+    "mult-vae": ("mult-vae", dict(data_dim=12, latent_dim=3, hidden=[10]), lambda: torch.bernoulli(torch.full((4, 12), 0.4))),
+    "mult-dae": ("mult-dae", dict(data_dim=12, latent_dim=3), lambda: torch.bernoulli(torch.full((4, 12), 0.4))),
+    "recvae": ("recvae", dict(data_dim=12, latent_dim=3, hidden=10, n_layers=3), lambda: torch.bernoulli(torch.full((4, 12), 0.4))),
 }
 
 

@@ -44,7 +44,7 @@ class CompositePrior(nn.Module):
     def __init__(self, old_encoder: nn.Module, latent_dim: int, weights=(3 / 20, 3 / 4, 1 / 10), wide_log_var: float = 10.0) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.old_encoder = old_encoder.requires_grad_(False)
+        self.old_encoder = _as_buffers(old_encoder)
         self.register_buffer("log_weights", torch.log(torch.tensor(weights, dtype=torch.float32)), persistent=False)
         self.wide_scale = math.exp(0.5 * wide_log_var)
 
@@ -66,3 +66,14 @@ class CompositePrior(nn.Module):
             loc, scale = loc[0], scale[0]
         mixture = Categorical(logits=self.log_weights.expand(loc.shape))
         return Independent(MixtureSameFamily(mixture, Normal(loc, scale)), 1)
+
+
+def _as_buffers(module: nn.Module) -> nn.Module:
+    """``module`` with every parameter turned into a buffer of the same name: frozen, never seen by an
+    optimizer or ``parameters()``, but saved in state_dict and moved with ``.to``."""
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:
+                del m._parameters[name]
+                m.register_buffer(name, p.detach().clone())
+    return module

@@ -228,6 +228,7 @@ class Recommender:
         self.item_ids, self.item_titles = ids, split.item_titles
         return self
 
+    @torch.inference_mode()
     def recommend(self, user_items, N: int = 10, filter_already_liked_items: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Top-N item column indices and their scores: [B, N] for CSR rows, [N] for one user's item indices."""
         if self.model is None:

@@ -129,10 +129,8 @@ def _read_text(source: Path | io.IOBase, wanted: list[str], sep: str, name: str 
     if hasattr(source, "seek"):
         source.seek(0)
     try:
-        return pd.read_csv(
-            source, sep=sep, usecols=wanted, engine="python" if len(sep) > 1 else "c",
-            **options,
-        )
+        # All columns, then select: with usecols pandas lets a row with extra fields through.
+        return pd.read_csv(source, sep=sep, engine="python" if len(sep) > 1 else "c", **options)[wanted]
     except pd.errors.ParserError as err:
         raise DataError(f"{label}: malformed row: {' '.join(str(err).split())}") from None
     except UnicodeDecodeError as err:
@@ -566,10 +564,15 @@ def synthetic_interactions(
     popularity = np.arange(1, n_items + 1, dtype=np.float64) ** -zipf_exponent
     popularity /= popularity.sum()
     cdf = np.cumsum(popularity)
-    users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
-    items = np.minimum(np.searchsorted(cdf, rng.random(len(users))), n_items - 1)
-    items = rng.permutation(n_items)[items]  # popular items spread over the id range
-    key = np.unique(users * n_items + items)  # drop repeated clicks (fewer than n_interactions remain)
+    shuffle = rng.permutation(n_items)  # popular items spread over the id range
+    key = np.zeros(0, dtype=np.int64)
+    for _ in range(4):  # repeated clicks are dropped; top users up (a few rounds: heavy users may stay short)
+        need = counts - np.bincount(key // n_items, minlength=n_users)
+        if need.clip(min=0).sum() <= 0.01 * counts.sum():
+            break
+        users = np.repeat(np.arange(n_users, dtype=np.int64), need.clip(min=0))
+        items = shuffle[np.minimum(np.searchsorted(cdf, rng.random(len(users))), n_items - 1)]
+        key = np.unique(np.concatenate([key, users * n_items + items]))
     users, items = key // n_items, key % n_items
     missing = np.setdiff1d(np.arange(n_items), items)  # give every item one click
     users = np.concatenate([users, rng.integers(0, n_users, len(missing))])
