@@ -34,6 +34,7 @@ from .evaluate import active_units, dissect, evaluate
 from .models import MODELS, LatentVariableModel, build_model
 from .runs import load
 from .train import train
+from .recommendation import Recommender  # collaborative filtering (issue 3)
 
 __all__ = [
     "BoundTerms",
@@ -54,4 +55,5 @@ __all__ = [
     "load_preset",
     "preset_names",
     "train",
+    "Recommender",  # collaborative filtering (issue 3)
 ]
