@@ -45,6 +45,10 @@ MODEL_CASES = {
         dict(column_sizes=[0, 3, 0], latent_dim=2, hidden=[8, 8]),
         lambda: torch.tensor([[0.5, 2.0, -1.0], [float("nan"), 0.0, 1.0], [1.5, 1.0, float("nan")], [0.0, float("nan"), 2.0]]),
     ),
+    # collaborative filtering (issue 3): click vectors
+    "mult-vae": ("mult-vae", dict(data_dim=12, latent_dim=3, hidden=[10]), lambda: torch.bernoulli(torch.full((4, 12), 0.4))),
+    "mult-dae": ("mult-dae", dict(data_dim=12, latent_dim=3), lambda: torch.bernoulli(torch.full((4, 12), 0.4))),
+    "recvae": ("recvae", dict(data_dim=12, latent_dim=3, hidden=10, n_layers=3), lambda: torch.bernoulli(torch.full((4, 12), 0.4))),
 }
 
 

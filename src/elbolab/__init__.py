@@ -48,6 +48,7 @@ from .sweep import sweep
 from .bounds import gsnn, hybrid_cvae_gsnn  # noqa: E402
 from .completions import completion_grid, sample_completions  # noqa: E402
 from .quadrants import merge_quadrants, split_quadrants  # noqa: E402
+from .recommendation import Recommender  # collaborative filtering (issue 3)
 
 __all__ = [
     "BoundTerms",
@@ -79,4 +80,5 @@ __all__ = [
     "sample_completions",
     "split_quadrants",
     "VAEACImputer",
+    "Recommender",  # collaborative filtering (issue 3)
 ]

@@ -299,6 +299,29 @@ def impute(
         typer.echo(f"saved the imputer to {written['model']} (reuse: elbolab impute --model {written['model']} NEW.csv)")
 
 
+# --------------------------------------------------------------------------- collaborative filtering (issue 3)
+
+
+@app.command()
+@user_errors
+def recommend(
+    run: Path = typer.Argument(..., help="a trained recommendation run directory"),
+    items: str = typer.Option(..., "--items", help="comma-separated original item ids the user clicked"),
+    n: int = typer.Option(10, "-n", "--n", help="how many items to recommend"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+) -> None:
+    """Top items for a (new) user with this history, by fold-in; prints original ids and titles."""
+    from .recommendation import recommend as recommend_items
+
+    result = recommend_items(run, [part for part in items.split(",") if part.strip()], n, device)
+    for item in result["unknown"]:
+        typer.echo(f"elbolab: item {item!r} is not in the run's item set; skipped", err=True)
+    typer.echo(f"history: {', '.join(result['history'])}")
+    typer.echo(f"{'rank':>4}  {'item':>10}  {'score':>8}  title")
+    for rank, (item, title, score) in enumerate(result["recommendations"], 1):
+        typer.echo(f"{rank:>4}  {item:>10}  {score:>8.3f}  {title}")
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

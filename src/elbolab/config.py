@@ -39,6 +39,20 @@ class DataConfig:
     # imputation (issue 5): tables with missing cells (task = "tabular")
     categorical: list[str] = field(default_factory=list)  # columns to treat as categorical besides non-numeric ones
     valid_fraction: float = 0.15  # rows held out for the validation IWAE bound (checkpoint selection)
+    # collaborative filtering (issue 3): interaction files and Liang et al. (2018)'s split
+    user_col: str = "user"  # column names of a user's own CSV / TSV / parquet file
+    item_col: str = "item"
+    rating_col: str = "rating"  # "": implicit feedback, every row is a positive
+    timestamp_col: str = ""
+    sep: str = ""  # "": "," for .csv, tab otherwise
+    duplicates: str = "last"  # a repeated user-item pair: last, first, max (rating) or error
+    min_rating: float = 3.5  # ratings > min_rating are positives
+    min_user_count: int = 5
+    min_item_count: int = 0
+    heldout_users: int = 10_000  # validation users, and as many test users
+    heldout_fraction: float = 0.0  # > 0: hold out this fraction of users for each instead
+    target_fraction: float = 0.2  # share of each held-out user's items to predict
+    split_seed: int = 98765  # Liang et al.'s seed
 
 
 @dataclass
@@ -74,6 +88,9 @@ class BoundConfig:
     mask_level: float = 0.2  # MCAR probability (the paper's 0.2), or a rectangle's largest side as a fraction
     prior_sigma_mu: float = 1e4
     prior_sigma_sigma: float = 1e-4
+    # collaborative filtering (issue 3)
+    beta_cap: float = 1e30  # beta never exceeds this (Mult-VAE: anneal toward 1, capped at 0.2)
+    gamma: float = 0.0  # > 0: RecVAE's per-user KL weight gamma * |x_u| instead of beta
 
 
 @dataclass
@@ -93,6 +110,9 @@ class TrainConfig:
     eval_subset: int = 1000  # test examples for the per-epoch test ELBO (0: skip)
     # imputation (issue 5)
     valid_k: int = 25  # importance samples of the per-epoch validation IWAE bound (the VAEAC code's 25)
+    # collaborative filtering (issue 3): RecVAE's alternating updates
+    encoder_passes: int = 3  # passes over the data updating the encoder (input dropout on) per epoch
+    decoder_passes: int = 1  # then passes updating the decoder (no dropout)
 
 
 @dataclass

@@ -29,6 +29,10 @@ def dropout_noise(x: torch.Tensor, level: float, generator: torch.Generator | No
     """Each entry zeroed with probability ``level``, the rest scaled by 1 / (1 - level) (inverted dropout)."""
     if level >= 1.0:
         return torch.zeros_like(x)
+    if x.layout == torch.sparse_csr:  # collaborative filtering (issue 3): drop stored clicks, stay sparse
+        from .sparse import dropout_values
+
+        return dropout_values(x, level, generator)
     keep = torch.rand(x.shape, generator=generator, device=x.device) >= level
     return x * keep.to(x.dtype) / (1.0 - level)
 

@@ -83,6 +83,10 @@ class MultinomialLogits(Distribution):
         return self.probs
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if x.layout == torch.sparse_csr:  # collaborative filtering (issue 3): read only the clicked items
+            from .sparse import multinomial_log_prob
+
+            return multinomial_log_prob(self.logits, x)
         log_pi = torch.log_softmax(self.logits, dim=-1)
         n = x.sum(-1)
         log_coefficient = torch.lgamma(n + 1) - torch.lgamma(x + 1).sum(-1)
@@ -337,3 +341,36 @@ class TabularHead(LikelihoodHead):
                 logits.append(params[..., offset : offset + size])  # [..., K]
                 offset += size
         return TabularLikelihood(loc, scale, logits, self.column_sizes, score)
+# --------------------------------------------------------------------------- collaborative filtering (issue 3)
+
+
+class PointMass(Distribution):
+    """q(z | x) = delta(z - loc): a deterministic encoder (Mult-DAE, Liang et al. 2018, sec. 2.3).
+
+    ``rsample`` returns loc (the gradient flows through it) and ``log_prob``
+    is 0 on the support, so log w = log p(x | z) + log p(z) and the
+    Monte-Carlo "KL" is -log p(z); with beta = 0 the ELBO is the
+    denoising autoencoder's multinomial log-likelihood.
+    """
+
+    arg_constraints = {"loc": constraints.real}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor) -> None:
+        self.loc = loc
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return torch.zeros_like(self.loc)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return self.loc.expand(self._extended_shape(sample_shape))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)

@@ -30,7 +30,7 @@ Batch = tuple[torch.Tensor, torch.Tensor | None]  # (x, c)
 
 
 def _elbo_objective(model, x, c, cfg: BoundConfig, step: int, x_in=None) -> BoundTerms:
-    beta = linear_anneal(step, cfg.beta_warmup_steps, cfg.beta)
+    beta = linear_anneal(step, cfg.beta_warmup_steps, cfg.beta, cfg.beta_cap)
     return elbo(model, x, c, beta=beta, k=cfg.k, analytic_kl=cfg.analytic_kl, x_in=x_in)
 
 
@@ -218,7 +218,9 @@ def _splits(arrays: dict[str, Any]) -> list[str]:
     return sorted(k[2:] for k in arrays if k.startswith("x_"))
 
 
-TASKS: dict[str, type] = {"images": ImageTask, "tabular": TabularTask}
+from .recommendation import RecommendationTask  # noqa: E402  collaborative filtering (issue 3)
+
+TASKS: dict[str, type] = {"images": ImageTask, "tabular": TabularTask, "recommendation": RecommendationTask}
 
 
 def make_task(config: Config, device: torch.device | str = "cpu") -> Task:

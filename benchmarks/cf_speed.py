@@ -1,0 +1,100 @@
+"""Collaborative filtering speed and memory at ML-20M's scale (issue 3), on synthetic interactions.
+
+Synthetic data with ML-20M's shape after preprocessing (136,677 users,
+20,108 items, ~10M clicks, power-law item popularity), split like ML-20M
+(10,000 + 10,000 held-out users). Times Mult-VAE and RecVAE training steps at
+batch 500 with the presets' settings (sparse CSR input: the first layer is a
+sparse-dense matmul) and extrapolates seconds per epoch from ``--batches``
+timed updates (an epoch is 234 updates for Mult-VAE, 4 x 234 for RecVAE's
+3 encoder + 1 decoder passes); then full-ranking evaluation of the 10,000
+test users (NDCG@100, Recall@20/50, fold-in excluded), and the peak RSS.
+
+    OMP_NUM_THREADS=2 python benchmarks/cf_speed.py --threads 2 --batches 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+
+from elbolab.config import apply_overrides, load_preset
+from elbolab.data.interactions import liang_split, synthetic_interactions
+from elbolab.ranking import rank_users, summarize
+from elbolab.recommendation import RecommendationTask, model_scorer
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def time_updates(task: RecommendationTask, n: int) -> tuple[float, int]:
+    """Seconds per update (mean over n, after one warm-up) following the task's update plan, and updates per epoch."""
+    model = task.build_model()
+    optimizers = task.optimizers(model)
+    plan = task.update_plan(model)
+    generator = torch.Generator().manual_seed(0)
+    per_epoch = task.num_batches() * sum(p.passes for p in plan)
+    seconds, count = 0.0, 0
+    for phase in plan:
+        batches = task.batches(generator)
+        for i in range(n // len(plan) + 1):
+            batch = next(batches)
+            start = time.perf_counter()
+            terms = task.loss(model, batch, 0, phase)
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            terms.loss().backward()
+            optimizers[phase.optimizer].step()
+            if i > 0:  # the first update of a phase warms up allocators
+                seconds += time.perf_counter() - start
+                count += 1
+    return seconds / count, per_epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=20, help="timed updates per model")
+    parser.add_argument("--eval-users", type=int, default=10_000)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {"threads": args.threads, "load_average": os.getloadavg()}
+
+    start = time.perf_counter()
+    data = synthetic_interactions()
+    split = liang_split(data, heldout_users=10_000)
+    out["data_seconds"] = time.perf_counter() - start
+    out["counts"] = split.counts()
+    out["interactions"] = len(data)
+    del data
+    print(json.dumps(out), flush=True)
+
+    for preset in ("mult-vae-ml20m", "recvae-ml20m"):
+        config = apply_overrides(load_preset(preset), ["data.name='synthetic-ml20m'"])
+        task = RecommendationTask(config, split=split)
+        per_update, per_epoch = time_updates(task, args.batches)
+        row = {"model": preset, "seconds_per_update": per_update, "updates_per_epoch": per_epoch,
+               "seconds_per_epoch_extrapolated": per_update * per_epoch, "timed_updates": args.batches,
+               "peak_rss_gib": peak_rss_gib(), "load_average": os.getloadavg()}
+        print(json.dumps(row), flush=True)
+
+    config = apply_overrides(load_preset("mult-vae-ml20m"), ["data.name='synthetic-ml20m'"])
+    task = RecommendationTask(config, split=split)
+    model = task.build_model().eval()
+    start = time.perf_counter()
+    per_user, skipped = rank_users(model_scorer(model, torch.device("cpu")), split.test_in, split.test_out,
+                                   batch_size=1000, n_users=args.eval_users)
+    seconds = time.perf_counter() - start
+    metrics = summarize(per_user, skipped)
+    print(json.dumps({"evaluation_users": args.eval_users, "evaluation_seconds": seconds,
+                      "users_scored": metrics["users"], "skipped_users": skipped,
+                      "peak_rss_gib": peak_rss_gib(), "load_average": os.getloadavg()}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
