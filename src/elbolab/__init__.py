@@ -22,6 +22,7 @@ Public API:
     elbo, iwae, importance_sample    the bounds, returning BoundTerms
     MODELS, build_model              the family, by name
     load_preset, apply_overrides     configs
+    inference_gaps, analyze_gaps     approximation and amortization gaps (Cremer et al. 2018)
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .bounds import BoundTerms, bound_curve, elbo, importance_sample, iwae
 from .config import Config, apply_overrides, load_preset, preset_names
 from .errors import ElbolabError
 from .evaluate import active_units, dissect, evaluate
+from .gaps import InferenceGaps, LocalOptimization, analyze_gaps, inference_gaps  # inference gaps (issue 8)
 from .models import MODELS, LatentVariableModel, build_model
 from .runs import load
 from .train import train
@@ -54,4 +56,9 @@ __all__ = [
     "load_preset",
     "preset_names",
     "train",
+    # inference gaps (issue 8)
+    "InferenceGaps",
+    "LocalOptimization",
+    "analyze_gaps",
+    "inference_gaps",
 ]
