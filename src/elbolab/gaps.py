@@ -59,9 +59,11 @@ import torch
 from torch.distributions import Distribution, Independent, Normal
 
 from .bounds import elbo, importance_sample
-from .errors import ConfigError, ElbolabError, RunError
+from .errors import ConfigError, ElbolabError, RunError, TrainingError
 from .evaluate import mean_and_se
 from .models import LatentVariableModel
+from .runs import EVAL, load, read_config, read_eval, require_run, write_json
+from .tasks import make_task, resolve_device
 
 Condition = Any  # None, a tensor [B, ...], or a tuple / list of such tensors
 
@@ -253,9 +255,9 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def _elbo_chunks(model: LatentVariableModel, x: torch.Tensor, c: Condition, samples: int, chunk: int) -> torch.Tensor:
-    """The core ELBO (beta = 1, analytic KL) of each sample chunk: [samples // chunk, B]."""
-    return torch.stack([elbo(model, x, c, k=chunk).value for _ in range(samples // chunk)])
+def _elbo_chunks(model: LatentVariableModel, x: torch.Tensor, c: Condition, n_chunks: int, chunk: int) -> torch.Tensor:
+    """The core ELBO (beta = 1, analytic KL) from ``chunk`` samples, ``n_chunks`` times: [n_chunks, B]."""
+    return torch.stack([elbo(model, x, c, k=chunk).value for _ in range(n_chunks)])
 
 
 def _optimize_local(
@@ -288,7 +290,7 @@ def _optimize_local(
             if step % settings.window == 0:
                 mean = window_sum.item() / (settings.window * n)
                 if not math.isfinite(mean):
-                    raise ElbolabError(f"the local optimization diverged (mean ELBO {mean} at step {step}); lower --lr")
+                    raise TrainingError(f"the local optimization diverged (mean ELBO {mean} at step {step}); lower --lr")
                 trace.append(mean)
                 strikes = strikes + 1 if mean < best + settings.tol else 0
                 best = max(best, mean)
@@ -325,10 +327,13 @@ def inference_gaps(
     """
     settings = optimization or LocalOptimization()
     settings.check()
-    if elbo_chunk < 1 or elbo_samples < elbo_chunk or batch_size < 1:
+    if elbo_chunk < 1 or elbo_samples < 2 or batch_size < 1:
         raise ConfigError(
-            f"need elbo_samples >= elbo_chunk >= 1 and batch_size >= 1, got {elbo_samples}, {elbo_chunk}, {batch_size}"
+            f"need elbo_samples >= 2, elbo_chunk >= 1 and batch_size >= 1, got {elbo_samples}, {elbo_chunk}, {batch_size}"
         )
+    # At least two chunks of equal size, so the Monte-Carlo error has a batch-means estimate.
+    n_chunks = max(2, elbo_samples // elbo_chunk)
+    elbo_chunk = elbo_samples // n_chunks
     if x.shape[0] < 1:
         raise ConfigError("inference gaps need at least one data point")
     start = time.perf_counter()
@@ -340,7 +345,7 @@ def inference_gaps(
         event_ndims = parts[0][2]
         # (1) the amortized ELBO L[q_phi] and (3a) log p(x) with q_phi as the proposal, as evaluate does
         chunks_amortized = _over_points(
-            lambda rows, xb, cb: _elbo_chunks(model, xb, cb, elbo_samples, elbo_chunk), x, c, batch_size
+            lambda rows, xb, cb: _elbo_chunks(model, xb, cb, n_chunks, elbo_chunk), x, c, batch_size
         )  # [chunks, N]
         ll_amortized = _over_points(
             lambda rows, xb, cb: importance_sample(model, xb, cb, k=k, k_chunk=k_chunk).value, x, c, batch_size
@@ -354,13 +359,12 @@ def inference_gaps(
             return LocalPosterior(model, loc_star[rows], log_scale_star[rows], event_ndims)
 
         chunks_optimized = _over_points(
-            lambda rows, xb, cb: _elbo_chunks(local(rows), xb, cb, elbo_samples, elbo_chunk), x, c, batch_size
+            lambda rows, xb, cb: _elbo_chunks(local(rows), xb, cb, n_chunks, elbo_chunk), x, c, batch_size
         )
         # (3b) log p(x) with q* as the proposal
         ll_optimized = _over_points(
             lambda rows, xb, cb: importance_sample(local(rows), xb, cb, k=k, k_chunk=k_chunk).value, x, c, batch_size
         )
-    n_chunks = chunks_amortized.shape[0]
     # One proposal for all points, the one whose mean estimate is tighter: chosen once per call, so the
     # choice adds no per-point selection bias (a per-point max of two noisy estimates would be biased up).
     use_optimized = bool(ll_optimized.double().mean() >= ll_amortized.double().mean())
@@ -398,10 +402,8 @@ def inference_gaps(
 
 
 def _mc_se_of_mean(chunks: torch.Tensor) -> float:
-    """Monte-Carlo standard error of the mean over points of per-point chunk averages [chunks, N]."""
+    """Monte-Carlo standard error of the mean over points of per-point chunk averages [chunks, N] (chunks >= 2)."""
     n_chunks = chunks.shape[0]
-    if n_chunks < 2:
-        return float("nan")
     per_point_var = chunks.double().var(dim=0, unbiased=True) / n_chunks  # [N]
     return math.sqrt(per_point_var.sum().item()) / chunks.shape[1]
 
@@ -429,9 +431,6 @@ def analyze_gaps(
     keeping every other key of the run's eval.json (a run without one gets
     one with just this key). Returns that entry.
     """
-    from .runs import EVAL, load, read_config, read_eval, require_run, write_json
-    from .tasks import make_task, resolve_device
-
     run = require_run(run_dir)
     if n_points < 1:
         raise ConfigError(f"--n-points must be >= 1, got {n_points}")
