@@ -468,9 +468,15 @@ def format_gaps(result: dict[str, Any], title: str = "") -> str:
     lines.append(row("L[q_phi] amortized ELBO", result["elbo_amortized"]))
     lines.append(row("approximation gap", result["approximation_gap"]))
     lines.append(row("amortization gap", result["amortization_gap"]))
+    mc = opt["elbo_mc_se"]
     lines.append(
         f"  {'local optimization':<30} {opt['steps']} steps ({stopped}), Adam lr {opt['lr']}, "
-        f"{opt['samples_per_step']} z per step; ELBOs from {opt['elbo_samples']} z per point"
+        f"{opt['samples_per_step']} z per point per step"
     )
+    lines.append(
+        f"  {'ELBO estimates':<30} {opt['elbo_samples']} z per point; Monte-Carlo error of the means "
+        f"{mc['amortized']:.3f} (q_phi), {mc['optimized']:.3f} (q*)"
+    )
+    lines.append(f"  {'log p(x) proposal':<30} {opt['log_likelihood_proposal']} (the tighter of q_phi and q*)")
     lines.append(f"  {'seconds':<30} {result['seconds']:>11.1f}")
     return "\n".join(lines)
