@@ -2,13 +2,15 @@
 next to Cremer, Li & Duvenaud (2018), who find that on MNIST the amortization
 gap dominates the approximation gap for a factorised-Gaussian (FFG) q.
 
-Each finished run of ``benchmarks/quality_mnist.py`` (its eval.json exists) is
-copied from --source into --out first (the source is never written), then
+Each run of ``benchmarks/quality_mnist.py`` whose training is over (its last
+epoch is in metrics.jsonl, or its eval.json exists) is copied from --source
+into --out first (the source is never written; the gaps need only the final
+weights, not the run's own evaluation), then
 ``elbolab.analyze_gaps`` runs on its first --n-points test images and stores
 the result in the copy's eval.json under "inference_gaps".
 
     OMP_NUM_THREADS=1 python benchmarks/gaps_mnist.py --source /work/main/benchmarks/runs/quality \\
-        --out benchmarks/runs/gaps --n-points 300
+        --out benchmarks/runs/gaps --runs vae-mnist --n-points 300   # one process per run, in parallel
 """
 from __future__ import annotations
 
@@ -23,19 +25,28 @@ import torch
 
 import elbolab
 from elbolab.gaps import GAPS_KEY, LocalOptimization
-from elbolab.runs import EVAL, read_config, read_eval
+from elbolab.runs import CHECKPOINT, EVAL, read_config, read_eval, read_metrics
 
 RUNS = ("vae-mnist", "iwae-mnist-k5", "iwae-mnist-k50")
 # Cremer et al. (2018), Table 2, MNIST, FFG-trained model evaluated with an FFG q (nats).
 PAPER = "Cremer et al. 2018 (MNIST, FFG)"
 
 
+def trained(run: Path) -> bool:
+    """Training is over: the run has its eval.json, or metrics.jsonl has reached the config's last epoch."""
+    if (run / EVAL).is_file():
+        return True
+    metrics = read_metrics(run)
+    return bool(metrics) and metrics[-1]["epoch"] >= read_config(run).train.epochs
+
+
 def copy_run(source: Path, out: Path) -> Path:
-    """A private copy of a finished run (weights, config, eval.json); an existing copy is reused."""
-    if not (source / EVAL).is_file():
-        raise SystemExit(f"{source} is not finished yet (no {EVAL}); wait for it or pass --runs without it")
-    if not out.exists():
-        shutil.copytree(source, out)
+    """A private copy of a run whose training is over (the gaps need only its final weights); reused if present."""
+    if out.exists():
+        return out
+    if not trained(source):
+        raise SystemExit(f"{source} is still training; wait for it or pass --runs without it")
+    shutil.copytree(source, out)
     return out
 
 
@@ -46,6 +57,7 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--n-points", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--tol", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--samples-per-step", type=int, default=10)
     parser.add_argument("--k", type=int, default=5000)
@@ -55,13 +67,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    rows = []
+    rows, run_dirs = [], {}
     for name in args.runs.split(","):
-        run = args.out / name
+        run = run_dirs[name] = args.out / name
         if not args.table_only:
             copy_run(args.source / name, run)
             start = time.perf_counter()
-            optimization = LocalOptimization(lr=args.lr, max_steps=args.steps, samples_per_step=args.samples_per_step)
+            optimization = LocalOptimization(
+                lr=args.lr, max_steps=args.steps, samples_per_step=args.samples_per_step, tol=args.tol
+            )
             elbolab.analyze_gaps(
                 run, n_points=args.n_points, optimization=optimization, k=args.k, elbo_samples=args.elbo_samples
             )
@@ -80,12 +94,13 @@ def main() -> None:
         bound = config.bound.name if config.bound.name == "elbo" else f"{config.bound.name} k={config.bound.k}"
         approx, amort = g["approximation_gap"]["mean"], g["amortization_gap"]["mean"]
         share = amort / (approx + amort) if approx + amort > 0 else float("nan")
+        epochs = torch.load(run_dirs[name] / CHECKPOINT, map_location="cpu", weights_only=True)["epoch"]  # of the copy
 
         def cell(stat: dict) -> str:
             return f"{stat['mean']:.2f} +- {stat['se']:.2f}"
 
         print(
-            f"| {name} | {bound} | {config.train.epochs} | {g['n_examples']} | {cell(g['log_likelihood'])} | "
+            f"| {name} | {bound} | {epochs} | {g['n_examples']} | {cell(g['log_likelihood'])} | "
             f"{cell(g['elbo_optimized'])} | {cell(g['elbo_amortized'])} | {cell(g['approximation_gap'])} | "
             f"{cell(g['amortization_gap'])} | {share:.0%} | {g['optimizer']['steps']} | {g['seconds']:.0f} |"
         )
