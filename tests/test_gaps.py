@@ -104,12 +104,15 @@ class FullCovariance(LinearGaussian):
         return MultivariateNormal(self.encoder(x), scale_tril=torch.eye(self.latent_dim).expand(x.shape[0], -1, -1))
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # the latent_dim = 0 model
 def test_unsupported_models_get_a_clear_error():
     model = FullCovariance(4, 2)
     with pytest.raises(UnsupportedModelError, match="MultivariateNormal, not a factorised Gaussian"):
         inference_gaps(model, torch.randn(5, 4), k=10, elbo_samples=10, elbo_chunk=10)
     with pytest.raises(UnsupportedModelError, match="not a latent variable model"):
         inference_gaps(nn.Linear(4, 4), torch.randn(5, 4))
+    with pytest.raises(UnsupportedModelError, match="has no latent variable"):
+        inference_gaps(LinearGaussian(4, latent_dim=0), torch.randn(5, 4))
 
 
 def test_same_seed_same_numbers():

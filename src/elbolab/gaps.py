@@ -40,7 +40,8 @@ corruption is part of training, not of the model), and conditional models
 (CVAE, VAEAC, ...) with their condition c held fixed: c is passed through to
 ``posterior``, ``prior`` and ``likelihood`` unchanged. Not covered, with a
 clear :class:`UnsupportedModelError`: a model with no latent variable (not a
-``LatentVariableModel``), and any posterior that is not a diagonal Gaussian
+``LatentVariableModel``, or a posterior over 0 dimensions such as a
+deterministic baseline with ``latent_dim = 0``), and any posterior that is not a diagonal Gaussian
 (full-covariance, mixture, flow, discrete): the optimal member of another
 family needs that family's own local parameters, which this module does not
 know how to build.
@@ -193,6 +194,10 @@ def gaussian_parameters(model: Any, x: torch.Tensor, c: Condition = None) -> tup
     if tuple(q.batch_shape) != (x.shape[0],):
         raise UnsupportedModelError(
             f"{name}'s posterior has batch shape {tuple(q.batch_shape)}; inference gaps need one q per point, [{x.shape[0]}]"
+        )
+    if q.event_shape.numel() == 0:  # e.g. the CVAE family's deterministic NN baseline (latent_dim 0)
+        raise UnsupportedModelError(
+            f"{name} has no latent variable (its posterior is over 0 dimensions): there is no inference gap to split"
         )
     loc, scale = torch.broadcast_tensors(q.base_dist.loc, q.base_dist.scale)  # [B, latent_dim]
     return loc.detach().clone(), scale.detach().log(), q.reinterpreted_batch_ndims
