@@ -27,6 +27,7 @@ Public API:
     gsnn, hybrid_cvae_gsnn           the GSNN and hybrid objectives of the CVAE (Sohn et al. 2015)
     sample_completions, completion_grid   quadrant completions drawn from the prior network
     VAEACImputer                     scikit-learn-style imputer (VAEAC, issue 5)
+    inference_gaps, analyze_gaps     approximation and amortization gaps (Cremer et al. 2018)
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from .bounds import BoundTerms, bound_curve, elbo, importance_sample, iwae
 from .config import Config, apply_overrides, load_preset, preset_names
 from .errors import ElbolabError
 from .evaluate import active_units, dissect, evaluate
+from .gaps import InferenceGaps, LocalOptimization, analyze_gaps, inference_gaps  # inference gaps (issue 8)
 from .models import MODELS, LatentVariableModel, build_model
 from .runs import load
 from .train import train
@@ -81,4 +83,9 @@ __all__ = [
     "split_quadrants",
     "VAEACImputer",
     "Recommender",  # collaborative filtering (issue 3)
+    # inference gaps (issue 8)
+    "InferenceGaps",
+    "LocalOptimization",
+    "analyze_gaps",
+    "inference_gaps",
 ]

@@ -322,6 +322,36 @@ def recommend(
         typer.echo(f"{rank:>4}  {item:>10}  {score:>8.3f}  {title}")
 
 
+# --------------------------------------------------------------------------- analyze: inference gaps (issue 8)
+
+analyze_app = typer.Typer(no_args_is_help=True, help="Analyses of a trained run beyond its bound.")
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("gaps")
+@user_errors
+def analyze_gaps(
+    run: Path = typer.Argument(..., help="a run directory"),
+    n_points: int = typer.Option(300, "--n-points", help="the first N test points"),
+    steps: int = typer.Option(20000, "--steps", help="most Adam steps of the local optimization"),
+    lr: float = typer.Option(1e-3, "--lr", help="learning rate of the local optimization"),
+    tol: float = typer.Option(0.01, "--tol", help="stop when 5 windows of 100 steps improve the mean ELBO by less (nats)"),
+    k: int = typer.Option(5000, "--k", help="importance samples for log p(x)"),
+    elbo_samples: int = typer.Option(1000, "--elbo-samples", help="samples per point for each ELBO estimate"),
+    seed: int = typer.Option(0, "--seed", help="seed of every sample drawn"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
+) -> None:
+    """Approximation and amortization gaps (Cremer et al. 2018); writes RUN/eval.json's inference_gaps."""
+    from .gaps import LocalOptimization, format_gaps
+    from .gaps import analyze_gaps as run_gaps
+
+    result = run_gaps(
+        run, n_points=n_points, optimization=LocalOptimization(lr=lr, max_steps=steps, tol=tol), k=k,
+        elbo_samples=elbo_samples, seed=seed, device=device,
+    )
+    typer.echo(format_gaps(result, title=str(run)))
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

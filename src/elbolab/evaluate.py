@@ -21,7 +21,7 @@ from .bounds import bound_curve, importance_sample
 from .config import EvalConfig
 from .errors import ConfigError
 from .models import LatentVariableModel
-from .runs import EVAL, load, read_config, require_run, write_json
+from .runs import EVAL, load, read_config, read_eval, require_run, write_json
 from .tasks import Batch, make_task, resolve_device
 
 
@@ -151,8 +151,19 @@ def evaluate(
     result = {"run": str(run), "preset": config.preset, "task": config.task, "model": config.model.name,
               "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta, **result}
     result["task_metrics"] = task.test_metrics(model, n)
+    result = {**result, **_other_entries(run, result)}
     write_json(run / EVAL, result)
     return result
+
+
+def _other_entries(run: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Entries of the run's eval.json that evaluate does not produce (e.g. ``inference_gaps``), kept on rewrite."""
+    try:
+        previous = read_eval(run) or {}
+    except ValueError:  # a damaged eval.json: evaluate replaces it, as before
+        return {}
+    own = set(result) | {"kl_per_dim"}  # kl_per_dim is evaluate's own even when this model has none
+    return {key: value for key, value in previous.items() if key not in own}
 
 
 def format_eval(result: dict[str, Any]) -> str:
