@@ -18,7 +18,7 @@ import torch
 from .bounds import importance_sample
 from .config import Config
 from .errors import ConfigError, DataError
-from .models import MODELS, LatentVariableModel, build_model
+from .models import MODELS, LatentVariableModel, build_from_config
 from .tasks import Batch, ImageTask
 
 QUADRANT_ORDER = ("bottom-left", "top-left", "top-right", "bottom-right")  # given in this order
@@ -134,10 +134,8 @@ class QuadrantTask(ImageTask):
         if not getattr(cls, "conditional", False):
             options = ", ".join(name for name, c in MODELS.items() if getattr(c, "conditional", False))
             raise ConfigError(f"task 'quadrants' needs a conditional model, got {cfg.name!r}; choose one of {options}")
-        model = build_model(cfg.name, **cls.kwargs_from_config(cfg, self.data_dim, self.cond_dim))
-        if cfg.init_output_bias and hasattr(model, "init_output_bias"):
-            model.init_output_bias(self.x_train[:, ~self.mask].mean(0))
-        return model.to(self.device)
+        x_mean = self.x_train[:, ~self.mask].mean(0)  # the predicted pixels' marginal
+        return build_from_config(cfg, self.data_dim, self.cond_dim, x_mean=x_mean).to(self.device)
 
     def _split(self, images: torch.Tensor) -> Batch:
         return images[:, ~self.mask].to(self.device), images[:, self.mask].to(self.device)  # x [B, P-G], c [B, G]

@@ -22,7 +22,7 @@ from .config import Config
 from .corruption import check_corruption, corrupt
 from .data.interactions import InteractionSplit, liang_split, load_interactions
 from .errors import ConfigError, DataError
-from .models import MODELS, LatentVariableModel, build_model
+from .models import LatentVariableModel, build_from_config
 from .ranking import rank_users, summarize
 from .sparse import row_sums, to_torch_csr
 
@@ -77,13 +77,8 @@ class RecommendationTask:
         return self.split.n_items
 
     def build_model(self) -> LatentVariableModel:
-        cfg = self.config.model
-        if cfg.name not in MODELS:
-            raise ConfigError(f"unknown model {cfg.name!r}; choose one of {', '.join(MODELS)}")
-        model = build_model(cfg.name, **MODELS[cfg.name].kwargs_from_config(cfg, self.data_dim))
-        if cfg.init_output_bias and hasattr(model, "init_output_bias"):
-            model.init_output_bias(torch.from_numpy(np.asarray(self.split.train.mean(axis=0)).ravel()).float())
-        return model.to(self.device)
+        x_mean = torch.from_numpy(np.asarray(self.split.train.mean(axis=0)).ravel()).float()  # [n_items]
+        return build_from_config(self.config.model, self.data_dim, x_mean=x_mean).to(self.device)
 
     def write_artifacts(self, run: Path) -> None:
         """Keep the split (CSR .npz matrices and id maps) in the run, so any metric can be recomputed outside."""

@@ -20,7 +20,7 @@ from .corruption import check_corruption, corrupt
 from .data import binarize, check_images, load_image_arrays
 from .errors import ConfigError
 from .imputation import TabularTask  # imputation (issue 5)
-from .models import MODELS, LatentVariableModel, build_model
+from .models import LatentVariableModel, build_from_config
 from .schedules import linear_anneal
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]  # (x, c)
@@ -166,13 +166,7 @@ class ImageTask:
         return x if mode == "none" else binarize(x, mode, generator)
 
     def build_model(self) -> LatentVariableModel:
-        cfg = self.config.model
-        if cfg.name not in MODELS:
-            raise ConfigError(f"unknown model {cfg.name!r}; choose one of {', '.join(MODELS)}")
-        model = build_model(cfg.name, **MODELS[cfg.name].kwargs_from_config(cfg, self.data_dim))
-        if cfg.init_output_bias and hasattr(model, "init_output_bias"):
-            model.init_output_bias(self.x_train.mean(0))
-        return model.to(self.device)
+        return build_from_config(self.config.model, self.data_dim, x_mean=self.x_train.mean(0)).to(self.device)
 
     def num_batches(self) -> int:
         return -(-self.x_train.shape[0] // self.config.train.batch_size)

@@ -2,9 +2,14 @@
 are recorded in its checkpoint, so ``elbolab.load`` needs no data to rebuild it."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 from .base import LatentVariableModel, LogWeights
 from .cvae import CVAE, ConditionalNN  # conditional VAE (issue 4)
 from .cf import MultDAE, MultVAE, RecVAE  # collaborative filtering (issue 3)
@@ -26,6 +31,20 @@ MODELS: dict[str, type[LatentVariableModel]] = {
 }
 
 
+def build_from_config(cfg: "ModelConfig", *dims: Any, x_mean: torch.Tensor | None = None) -> LatentVariableModel:
+    """The model a ``[model]`` config section names, sized by ``dims`` (e.g. data_dim), via its ``kwargs_from_config``.
+
+    With ``x_mean`` (the training data's mean) and ``init_output_bias`` set,
+    the decoder starts at the data's marginal.
+    """
+    if cfg.name not in MODELS:
+        raise ConfigError(f"unknown model {cfg.name!r}; choose one of {', '.join(MODELS)}")
+    model = build_model(cfg.name, **MODELS[cfg.name].kwargs_from_config(cfg, *dims))
+    if x_mean is not None and cfg.init_output_bias and hasattr(model, "init_output_bias"):
+        model.init_output_bias(x_mean)
+    return model
+
+
 def build_model(name: str, **kwargs: Any) -> LatentVariableModel:
     """The model called ``name`` built with ``kwargs``; ``model.spec`` records both for checkpoints."""
     try:
@@ -37,5 +56,5 @@ def build_model(name: str, **kwargs: Any) -> LatentVariableModel:
     return model
 
 
-__all__ = ["CVAE", "ConditionalNN", "MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "VAEAC", "build_model"]
+__all__ = ["CVAE", "ConditionalNN", "MODELS", "LatentVariableModel", "LinearGaussian", "LogWeights", "VAE", "VAEAC", "build_from_config", "build_model"]
 __all__ += ["MultDAE", "MultVAE", "RecVAE"]  # collaborative filtering (issue 3)
