@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +92,7 @@ def main() -> None:
         print(f"RecBole venv {RECBOLE_PYTHON} not found: skipped (see CONTRIBUTING: /work/venvs/recbole)")
         return
     with tempfile.TemporaryDirectory(prefix="cf-recbole-") as tmp:
-        root = write_positives(Path(tmp) / "cf100k")
+        write_positives(Path(tmp) / "cf100k")
         for ours, theirs in (("mult-vae-ml100k", "MultiVAE"), ("recvae-ml100k", "RecVAE")):
             proc = subprocess.run([str(RECBOLE_PYTHON), "-c", RECBOLE_SCRIPT, theirs, str(Path(tmp)), str(args.epochs),
                                    str(args.threads)], capture_output=True, text=True,

@@ -123,6 +123,6 @@ def test_same_seed_same_numbers(key):
 
 
 def test_sample_has_the_data_shape(case):
-    model, (x, c) = case[0], split_case(case[1])
+    model, (_, c) = case[0], split_case(case[1])
     samples = model.sample(5, c)
     assert samples.shape[0] == 5
