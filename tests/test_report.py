@@ -463,3 +463,17 @@ def test_family_sections_note_when_no_run_of_their_task_is_present(page):
     text = page.read_text()  # the two unconditional image runs
     assert "no quadrant-completion runs (task &#x27;quadrants&#x27;) among these runs" in section_html(text, "completions")
     assert "no recommender runs (task &#x27;recommendation&#x27;) among these runs" in section_html(text, "recommendations")
+
+
+def test_family_sections_open_in_chromium(browser, family_runs, tmp_path):
+    from html import unescape
+
+    _, rec, page_file = family_runs
+    probe = page_file.parent / "probe.html"
+    probe.write_text(page_file.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
+    dom = browse(browser, probe, tmp_path, "--virtual-time-budget=10000", "--dump-dom")
+    images = json.loads(unescape(re.search(r'<pre id="image-probe">(.*?)</pre>', dom, flags=re.S).group(1)))
+    assert [i["alt"] for i in images if not i["ok"]] == []
+    assert any(i["alt"].startswith("each row a test digit") for i in images)
+    text = unescape(re.sub(r"<[^>]+>", " ", dom))
+    assert "Recommendations for test users" in text and "held-out target" in text
