@@ -389,3 +389,91 @@ def test_quickstart_ends_by_writing_the_report(tmp_path, monkeypatch):
     assert written == [[tmp_path / "qs" / "vae-digits"]]
     text = (tmp_path / "qs" / "report.html").read_text()
     assert "vae-digits" in text and 'data-png="training-curves.png"' in text
+
+
+# --------------------------------------------------------------------------- CVAE completions and recommendations
+
+
+@pytest.fixture(scope="module")
+def family_runs(tmp_path_factory):
+    """A tiny real CVAE quadrant run on the 8x8 digits and a tiny Mult-DAE on a clustered click file, with their report."""
+    from test_conditional import quadrant_config
+    from test_recommendation import cf_config
+
+    from elbolab.data.interactions import InteractionSplit
+
+    root = tmp_path_factory.mktemp("families")
+    cvae = train(quadrant_config("train.epochs=2"), root / "cvae", progress=False)
+    rec = train(cf_config(root, "mult-dae-ml100k", "train.epochs=3"), root / "rec", progress=False)
+    split = InteractionSplit.load(rec / "split")  # the clicks file has no titles: give the items some, as ML-100K has
+    split.item_titles = np.array([f"Film {i}" for i in split.item_ids])
+    split.save(rec / "split")
+    return cvae, rec, write_report([cvae, rec], root / "report.html")
+
+
+def section_html(text: str, key: str) -> str:
+    return re.search(rf'<section id="{key}">(.*?)</section>', text, re.S).group(1)
+
+
+def test_completion_section_embeds_the_runs_completion_grid(family_runs):
+    from PIL import Image
+
+    from elbolab.completions import run_completion_grid
+    from elbolab.report import COMPLETION_ROWS, COMPLETION_SAMPLES
+
+    cvae, _, page_file = family_runs
+    block = section_html(page_file.read_text(), "completions")
+    (png,) = png_uris(block)
+    shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    expected = run_completion_grid(cvae, n=COMPLETION_SAMPLES, rows=COMPLETION_ROWS)
+    np.testing.assert_array_equal(shown, expected)  # the truth and the completions of the first test digits
+    assert shown.shape[:2] == (COMPLETION_ROWS * 17 + 1, (COMPLETION_SAMPLES + 1) * 17 + 1)  # 8x8 digits at scale 2
+    assert (page_file.parent / "report_files" / "cvae-completions.png").read_bytes() == png
+    assert SECTIONS.index(next(s for s in SECTIONS if s.key == "completions")) < section_index("task-metrics")
+
+
+def test_recommendation_section_lists_what_recommend_returns_with_hits(family_runs):
+    import scipy.sparse as sp
+
+    from elbolab.data.interactions import InteractionSplit
+    from elbolab.recommendation import Recommender
+    from elbolab.report import EXAMPLE_USERS, TOP_N, recommendation_examples_data
+
+    _, rec, page_file = family_runs
+    split = InteractionSplit.load(rec / "split")
+    recommender = Recommender.from_run(rec)
+    block = section_html(page_file.read_text(), "recommendations")
+    examples = recommendation_examples_data(rec)
+    assert len(examples) == EXAMPLE_USERS
+    for u, example in enumerate(examples):
+        history = split.test_in[u].indices
+        top, _ = recommender.recommend(history)  # one user's item indices, top 10
+        assert [i for i, *_ in example["recommendations"]] == [str(split.item_ids[c]) for c in top]
+        assert [hit for *_, hit in example["recommendations"]] == [bool(split.test_out[u, c]) for c in top]
+        assert sorted(i for i, _ in example["history"]) == sorted(str(split.item_ids[c]) for c in history)
+        row = re.search(rf"<tr><td>{example['user']}</td>(.*?)</tr>", block, re.S).group(1)
+        listed = re.findall(r'<li class="(hit|miss)">(?:✓ )?Film (\w+) \(\w+\)</li>', row)
+        assert listed == [("hit" if split.test_out[u, c] else "miss", str(split.item_ids[c])) for c in top]
+        assert f"{sum(h == 'hit' for h, _ in listed)} / {min(TOP_N, split.test_out[u].nnz)}" in row
+        assert f"Film {split.item_ids[history[0]]}" in row  # the history, by title
+    assert str(split.test_user_ids[EXAMPLE_USERS]) not in re.findall(r"<tr><td>(\w+)</td>", block)
+
+
+def test_family_sections_note_when_no_run_of_their_task_is_present(page):
+    text = page.read_text()  # the two unconditional image runs
+    assert "no quadrant-completion runs (task &#x27;quadrants&#x27;) among these runs" in section_html(text, "completions")
+    assert "no recommender runs (task &#x27;recommendation&#x27;) among these runs" in section_html(text, "recommendations")
+
+
+def test_family_sections_open_in_chromium(browser, family_runs, tmp_path):
+    from html import unescape
+
+    _, rec, page_file = family_runs
+    probe = page_file.parent / "probe.html"
+    probe.write_text(page_file.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
+    dom = browse(browser, probe, tmp_path, "--virtual-time-budget=10000", "--dump-dom")
+    images = json.loads(unescape(re.search(r'<pre id="image-probe">(.*?)</pre>', dom, flags=re.S).group(1)))
+    assert [i["alt"] for i in images if not i["ok"]] == []
+    assert any(i["alt"].startswith("each row a test digit") for i in images)
+    text = unescape(re.sub(r"<[^>]+>", " ", dom))
+    assert "Recommendations for test users" in text and "held-out target" in text

@@ -88,11 +88,30 @@ def sample_completions(
     """
     if given is not None:
         check_given(given)
-    if n < 1 or rows < 1:
-        raise ConfigError(f"--n and --rows must be >= 1, got n={n}, rows={rows}")
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ConfigError(f"the completion grid is a PNG image: --out must end in .png, got {out}")
+    grid = run_completion_grid(run_dir, given=given, n=n, rows=rows, seed=seed, device=device, which=which)
+    atomic_write(out, lambda tmp: tmp.write_bytes(png_bytes(grid)))
+    return out
+
+
+def run_completion_grid(
+    run_dir: str | Path,
+    *,
+    given: int | None = None,
+    n: int = 8,
+    rows: int = 8,
+    seed: int = 0,
+    device: str = "cpu",
+    which: str = "best",
+) -> np.ndarray:
+    """The completion grid (RGB uint8) of the first ``rows`` test digits of a quadrants run, ``n`` completions each.
+
+    Shared by ``sample_completions`` (a PNG file) and the report's completion section.
+    """
+    if n < 1 or rows < 1:
+        raise ConfigError(f"--n and --rows must be >= 1, got n={n}, rows={rows}")
     run = require_run(run_dir)
     config = read_config(run)
     if config.task != "quadrants":
@@ -108,6 +127,4 @@ def sample_completions(
     x, c = next(task.test_batches(rows, rows))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        grid = completion_grid(model, c, x, config.data.given_quadrants, n=n)
-    atomic_write(out, lambda tmp: tmp.write_bytes(png_bytes(grid)))
-    return out
+        return completion_grid(model, c, x, config.data.given_quadrants, n=n)

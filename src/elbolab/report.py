@@ -136,7 +136,10 @@ class Page:
         """Save ``fig`` as ``png_dir/name.png`` and return its <figure> block (image embedded as a data URI)."""
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
-        data = buffer.getvalue()
+        return self.png(buffer.getvalue(), name, caption)
+
+    def png(self, data: bytes, name: str, caption: str = "") -> str:
+        """Save PNG bytes as ``png_dir/name.png`` and return their <figure> block (for images made without matplotlib)."""
         path = self.png_dir / f"{_slug(name)}.png"
         atomic_write(path, lambda tmp: tmp.write_bytes(data))
         self.pngs.append(path)
@@ -415,6 +418,108 @@ def section_index(key: str) -> int:
     return keys.index(key)
 
 
+# --------------------------------------------------------------------------- CVAE completions and recommendations (issue 6)
+
+COMPLETION_ROWS, COMPLETION_SAMPLES = 6, 6  # test digits shown, completions per digit
+EXAMPLE_USERS, TOP_N = 4, 10  # test users shown, recommendations per user
+
+
+def _trained(r: RunView) -> bool:
+    return (r.path / CHECKPOINT).is_file() or (r.path / BEST).is_file()
+
+
+def completions_section(runs: Sequence[RunView], page: Page) -> str:
+    """For quadrant-completion runs (CVAE, GSNN, NN): a few test digits completed several times from p(z | c)."""
+    from .completions import png_bytes, run_completion_grid
+
+    quadrant_runs = [r for r in runs if r.config.task == "quadrants"]
+    if not quadrant_runs:
+        return note("no quadrant-completion runs (task 'quadrants') among these runs")
+    blocks = []
+    for r in quadrant_runs:
+        title = f"<h3>{html.escape(r.label)}</h3>"
+        if not _trained(r):
+            blocks.append(title + note("no checkpoint yet: train the run to see its completions"))
+            continue
+        grid = run_completion_grid(r.path, n=COMPLETION_SAMPLES, rows=COMPLETION_ROWS)
+        given = r.config.data.given_quadrants
+        caption = (f"each row a test digit: first the truth, then {COMPLETION_SAMPLES} completions, each the mean of "
+                   f"p(x | z, c) at z ~ p(z | c); the {given} given quadrant(s) in blue, the predicted ones in grey")
+        blocks.append(title + page.png(png_bytes(grid), f"{_slug(r.label)}-completions", caption))
+    return "".join(blocks)
+
+
+def recommendation_examples_data(run_dir: str | Path, users: int = EXAMPLE_USERS, n: int = TOP_N) -> list[dict[str, Any]]:
+    """The first ``users`` test users of a recommender run: their fold-in history, their top-``n`` items
+    (``Recommender.recommend`` on the history, seen items excluded) and which of those are held-out targets.
+
+    Items are (original id, title, ...) as the run's ``split/ids.npz`` keeps them; title is "" where unknown.
+    """
+    from .data.interactions import InteractionSplit
+    from .recommendation import SPLIT_DIR, Recommender
+
+    split = InteractionSplit.load(Path(run_dir) / SPLIT_DIR)
+    rec = Recommender.from_run(run_dir)
+    history = split.test_in[:users]
+    if history.shape[0] == 0:
+        return []
+    top, scores = rec.recommend(history, N=n)  # [U, n]
+
+    def item(column: int) -> tuple[str, str]:
+        return str(rec.item_ids[column]), str(rec.item_titles[column])
+
+    examples = []
+    for u in range(history.shape[0]):
+        targets = set(split.test_out[u].indices.tolist())
+        examples.append({
+            "user": str(split.test_user_ids[u]),
+            "history": [item(col) for col in history[u].indices.tolist()],
+            "recommendations": [(*item(col), float(s), col in targets) for col, s in zip(top[u].tolist(), scores[u].tolist())],
+            "n_targets": len(targets),
+        })
+    return examples
+
+
+def _item_name(item_id: str, title: str) -> str:
+    return html.escape(f"{title} ({item_id})" if title else item_id)
+
+
+def recommendations_section(runs: Sequence[RunView], page: Page) -> str:
+    """For recommender runs: a few test users' histories with their top-10 items, hits on held-out targets marked."""
+    rec_runs = [r for r in runs if r.config.task == "recommendation"]
+    if not rec_runs:
+        return note("no recommender runs (task 'recommendation') among these runs")
+    blocks = []
+    for r in rec_runs:
+        title = f"<h3>{html.escape(r.label)}</h3>"
+        if not _trained(r):
+            blocks.append(title + note("no checkpoint yet: train the run to see its recommendations"))
+            continue
+        examples = recommendation_examples_data(r.path)
+        if not examples:
+            blocks.append(title + note("the run's split has no test users"))
+            continue
+        rows = []
+        for e in examples:
+            hits = sum(hit for *_, hit in e["recommendations"])
+            history = "; ".join(_item_name(i, t) for i, t in e["history"])
+            top = "".join(
+                f'<li class="{"hit" if hit else "miss"}">{"✓ " if hit else ""}{_item_name(i, t)}</li>'
+                for i, t, _, hit in e["recommendations"]
+            )
+            rows.append([html.escape(e["user"]), f'<span class="list">{history}</span>', f'<ol class="top">{top}</ol>',
+                         f"{hits} / {min(TOP_N, e['n_targets'])}"])
+        blocks.append(title + html_table(["test user", "history (fold-in items)", f"top {TOP_N} (✓ = a held-out target)",
+                                          "hits"], rows, "recommendations"))
+    caption = ("the first test users of each run's split: their fold-in items are the model's input, their held-out "
+               "items the targets; the ranking excludes items already in the history (as in the test metrics)")
+    return "".join(blocks) + f'<p class="meta">{html.escape(caption)}</p>'
+
+
+SECTIONS.insert(section_index("task-metrics"), Section("completions", "Completions (CVAE and baselines)", completions_section))
+SECTIONS.insert(section_index("task-metrics"), Section("recommendations", "Recommendations for test users", recommendations_section))
+
+
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1280px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
@@ -427,6 +532,7 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertic
 table.numbers td:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; }
 .list { display: inline-block; max-width: 60em; text-align: left; font-size: 0.8em; color: #444; word-spacing: 0.3em; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4em 0.8em; }
+ol.top { margin: 0; padding-left: 1.6em; } li.hit { color: #1a7f37; font-weight: 600; }
 pre { background: #f6f8fa; padding: 0.6em; font-size: 0.8em; overflow-x: auto; }
 """
 
