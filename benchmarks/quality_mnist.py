@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 import elbolab
-from elbolab.runs import CHECKPOINT, read_metrics
+from elbolab.runs import read_metrics
+from elbolab.sweep import ensure_trained, evaluation_is_current
 
 PRESETS = {"vae-mnist": 86.76, "iwae-mnist-k5": 85.54, "iwae-mnist-k50": 84.78}  # paper's test NLL (nats)
 PAPER_EPOCHS = 3280
@@ -34,13 +35,9 @@ def train_and_evaluate(
     config = elbolab.apply_overrides(
         elbolab.load_preset(preset), [f"train.epochs={epochs}", f"train.batch_size={batch_size}", *overrides]
     )
-    done = read_metrics(run)
-    if not (run / CHECKPOINT).exists():
-        elbolab.train(config, run, progress=False)
-    elif not done or done[-1]["epoch"] < epochs:
-        elbolab.train(config, run, resume=True, progress=False)
+    ensure_trained(config, run, progress=False)
     result = elbolab.runs.read_eval(run)
-    if result is None or result["n_examples"] != n_test:
+    if result is None or result["n_examples"] != n_test or not evaluation_is_current(run):  # stale after more epochs
         result = elbolab.evaluate(run, n_images=n_test, ks=ks, progress=False)
     metrics = read_metrics(run)
     result["train_hours"] = sum(m["seconds"] for m in metrics) / 3600

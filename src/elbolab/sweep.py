@@ -82,6 +82,12 @@ def ensure_trained(config: Config, run: Path, *, progress: bool = True) -> Path:
     return run
 
 
+def evaluation_is_current(run: Path) -> bool:
+    """True when ``run`` has an eval.json written after its last checkpoint (so its numbers are of these weights)."""
+    eval_file = Path(run) / EVAL
+    return eval_file.is_file() and eval_file.stat().st_mtime >= (Path(run) / CHECKPOINT).stat().st_mtime
+
+
 def sweep(
     config: Config,
     grid: dict[str, list[str]],
@@ -118,8 +124,7 @@ def sweep(
         run = out / name
         say(progress, f"== sweep point {i + 1}/{len(points)}: {name}")
         ensure_trained(run_config, run, progress=progress)
-        eval_file = run / EVAL
-        if not eval_file.is_file() or eval_file.stat().st_mtime < (run / CHECKPOINT).stat().st_mtime:
+        if not evaluation_is_current(run):
             result = evaluate(run, ks=ks, n_images=n_images, device=device, progress=progress)
             say(progress, format_eval(result))
         runs.append(run)
