@@ -428,25 +428,30 @@ def _trained(r: RunView) -> bool:
     return (r.path / CHECKPOINT).is_file() or (r.path / BEST).is_file()
 
 
+def per_task_runs(runs: Sequence[RunView], task: str, kind: str, what: str, body: Callable[[RunView], str]) -> str:
+    """One block per trained run of ``task`` (its title, then ``body(run)``); a note for untrained runs and when none is of ``task``."""
+    chosen = [r for r in runs if r.config.task == task]
+    if not chosen:
+        return note(f"no {kind} runs (task {task!r}) among these runs")
+    blocks = []
+    for r in chosen:
+        title = f"<h3>{html.escape(r.label)}</h3>"
+        blocks.append(title + (body(r) if _trained(r) else note(f"no checkpoint yet: train the run to see its {what}")))
+    return "".join(blocks)
+
+
 def completions_section(runs: Sequence[RunView], page: Page) -> str:
     """For quadrant-completion runs (CVAE, GSNN, NN): a few test digits completed several times from p(z | c)."""
     from .completions import png_bytes, run_completion_grid
 
-    quadrant_runs = [r for r in runs if r.config.task == "quadrants"]
-    if not quadrant_runs:
-        return note("no quadrant-completion runs (task 'quadrants') among these runs")
-    blocks = []
-    for r in quadrant_runs:
-        title = f"<h3>{html.escape(r.label)}</h3>"
-        if not _trained(r):
-            blocks.append(title + note("no checkpoint yet: train the run to see its completions"))
-            continue
+    def body(r: RunView) -> str:
         grid = run_completion_grid(r.path, n=COMPLETION_SAMPLES, rows=COMPLETION_ROWS)
         given = r.config.data.given_quadrants
         caption = (f"each row a test digit: first the truth, then {COMPLETION_SAMPLES} completions, each the mean of "
                    f"p(x | z, c) at z ~ p(z | c); the {given} given quadrant(s) in blue, the predicted ones in grey")
-        blocks.append(title + page.png(png_bytes(grid), f"{_slug(r.label)}-completions", caption))
-    return "".join(blocks)
+        return page.png(png_bytes(grid), f"{_slug(r.label)}-completions", caption)
+
+    return per_task_runs(runs, "quadrants", "quadrant-completion", "completions", body)
 
 
 def recommendation_examples_data(run_dir: str | Path, users: int = EXAMPLE_USERS, n: int = TOP_N) -> list[dict[str, Any]]:
@@ -486,19 +491,11 @@ def _item_name(item_id: str, title: str) -> str:
 
 def recommendations_section(runs: Sequence[RunView], page: Page) -> str:
     """For recommender runs: a few test users' histories with their top-10 items, hits on held-out targets marked."""
-    rec_runs = [r for r in runs if r.config.task == "recommendation"]
-    if not rec_runs:
-        return note("no recommender runs (task 'recommendation') among these runs")
-    blocks = []
-    for r in rec_runs:
-        title = f"<h3>{html.escape(r.label)}</h3>"
-        if not _trained(r):
-            blocks.append(title + note("no checkpoint yet: train the run to see its recommendations"))
-            continue
+
+    def body(r: RunView) -> str:
         examples = recommendation_examples_data(r.path)
         if not examples:
-            blocks.append(title + note("the run's split has no test users"))
-            continue
+            return note("the run's split has no test users")
         rows = []
         for e in examples:
             hits = sum(hit for *_, hit in e["recommendations"])
@@ -509,11 +506,15 @@ def recommendations_section(runs: Sequence[RunView], page: Page) -> str:
             )
             rows.append([html.escape(e["user"]), f'<span class="list">{history}</span>', f'<ol class="top">{top}</ol>',
                          f"{hits} / {min(TOP_N, e['n_targets'])}"])
-        blocks.append(title + html_table(["test user", "history (fold-in items)", f"top {TOP_N} (✓ = a held-out target)",
-                                          "hits"], rows, "recommendations"))
+        return html_table(["test user", "history (fold-in items)", f"top {TOP_N} (✓ = a held-out target)", "hits"],
+                          rows, "recommendations")
+
+    blocks = per_task_runs(runs, "recommendation", "recommender", "recommendations", body)
+    if not any(r.config.task == "recommendation" for r in runs):
+        return blocks
     caption = ("the first test users of each run's split: their fold-in items are the model's input, their held-out "
                "items the targets; the ranking excludes items already in the history (as in the test metrics)")
-    return "".join(blocks) + f'<p class="meta">{html.escape(caption)}</p>'
+    return blocks + f'<p class="meta">{html.escape(caption)}</p>'
 
 
 SECTIONS.insert(section_index("task-metrics"), Section("completions", "Completions (CVAE and baselines)", completions_section))

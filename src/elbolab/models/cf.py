@@ -45,16 +45,17 @@ class MultVAE(VAE):
         return self.encoder(l2_normalize_rows(x))
 
 
-class MultDAE(LatentVariableModel):
+class MultDAE(VAE):
     """Mult-DAE (Liang et al. 2018, sec. 2.3): [I-200-I], tanh, a deterministic encoder (q is a point mass).
 
     Trained with beta = 0 and input dropout, its bound is the multinomial
     log-likelihood of the clean clicks given the dropped-out input; weight
-    decay (train.weight_decay) is its regulariser.
+    decay (train.weight_decay) is its regulariser. It shares the VAE's prior,
+    likelihood and decoder warm start; only the encoder differs.
     """
 
     def __init__(self, data_dim: int, latent_dim: int = 200, activation: str = "tanh") -> None:
-        super().__init__()
+        LatentVariableModel.__init__(self)  # not VAE.__init__: its Gaussian encoder is not this model's
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.encoder = mlp([data_dim, latent_dim], activation, final_act=True)
         self.head = MultinomialHead(data_dim)
@@ -67,17 +68,6 @@ class MultDAE(LatentVariableModel):
 
     def posterior(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         return PointMass(self.encoder(l2_normalize_rows(x)))  # [B, latent_dim]
-
-    def prior(self, c: torch.Tensor | None = None) -> Distribution:
-        return self.prior_dist()
-
-    def likelihood(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
-        return self.head(self.decoder(z))
-
-    @torch.no_grad()
-    def init_output_bias(self, x_mean: torch.Tensor) -> None:
-        """Start the decoder at the item popularity (log of the mean click rate)."""
-        self.decoder[-1].bias.copy_(self.head.marginal_bias(x_mean))
 
 
 class RecVAEEncoder(nn.Module):
