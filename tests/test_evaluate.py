@@ -35,12 +35,13 @@ def test_dissect_chunking_does_not_change_the_estimate():
     torch.manual_seed(0)
     model = LinearGaussian(5, 2)
     x = torch.randn(12, 5)
-    whole = dissect(model, [(x, None)], ks=[1, 10, 100], k_chunk=100, seed=3)
-    chunked = dissect(model, [(x[:5], None), (x[5:], None)], ks=[1, 10, 100], k_chunk=100, seed=3)
+    whole = dissect(model, [(x, None)], ks=[1, 10, 1000], k_chunk=100, seed=3)
+    chunked = dissect(model, [(x[:5], None), (x[5:], None)], ks=[1, 10, 1000], k_chunk=100, seed=3)
     exact = model.exact_log_marginal(x).mean().item()
     assert whole["n_examples"] == chunked["n_examples"] == 12
-    assert abs(whole["log_likelihood"]["mean"] - exact) < 0.1
-    assert abs(chunked["log_likelihood"]["mean"] - exact) < 0.1
+    # k = 1000: seeds 0-3 put both estimates within 0.017 nats of the exact value
+    assert abs(whole["log_likelihood"]["mean"] - exact) < 0.05
+    assert abs(chunked["log_likelihood"]["mean"] - exact) < 0.05
     assert whole["gap"]["mean"] >= 0.0
     assert len(whole["kl_per_dim"]) == 2
     assert sum(whole["kl_per_dim"]) == pytest.approx(whole["kl"]["mean"], rel=1e-5)

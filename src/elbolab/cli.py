@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -34,13 +35,54 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ElbolabError as err:
             message = " ".join(str(err).split())
-            typer.echo(f"elbolab: error: {message}", err=True)
+            typer.echo(f"elbolab: error: {_rank_prefix()}{message}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("elbolab: interrupted; the last checkpoint is kept (continue with --resume)", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _rank_prefix() -> str:
+    """``rank R: `` inside a torchrun launch, so a user sees which rank failed."""
+    from . import distributed
+
+    return f"rank {os.environ.get('RANK', '?')}: " if distributed.launched() else ""
+
+
+NPROC_HELP = "run as N data-parallel processes under torchrun (DDP: gloo on CPU, nccl on GPU)"
+
+
+def run_distributed(nproc: int, what: str, kept: Callable[[], str] = lambda: "") -> bool:
+    """With ``--nproc N > 1``, relaunch this very command as N torchrun ranks; True when it did (the caller returns).
+
+    A failed rank ends the job (torchrun stops the others): one line names the
+    rank and says what is kept (``kept()``, asked after the failure); exit code 1.
+    """
+    from . import distributed
+
+    if nproc == 1 or distributed.launched():
+        if nproc > 1 and nproc != distributed.world_size_from_env():
+            raise ConfigError(f"--nproc {nproc} inside a torchrun launch of {distributed.world_size_from_env()} ranks; drop --nproc")
+        return False
+    failed = distributed.launch(nproc, _without_nproc(sys.argv[1:]))
+    if failed:
+        typer.echo(f"elbolab: error: distributed {what} failed: {failed}, and torchrun stopped the others{kept()}", err=True)
+        raise typer.Exit(1)
+    return True
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 # --------------------------------------------------------------------------- data
@@ -120,11 +162,20 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
+    nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP + "; --batch-size stays the global batch"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="train.precision: fp32, or bf16 (CUDA only)"),
 ) -> None:
     """Train a model; checkpoints every epoch, --resume continues exactly."""
+    from .runs import CHECKPOINT
     from .train import train as train_run
 
-    fields = {"train.epochs": epochs, "train.batch_size": batch_size, "train.seed": seed, "train.device": device}
+    def kept() -> str:
+        return f"; the last checkpoint in {out} is intact (continue with --resume)" if (out / CHECKPOINT).exists() else ""
+
+    if run_distributed(nproc, "training", kept):
+        return
+    fields = {"train.epochs": epochs, "train.batch_size": batch_size, "train.seed": seed, "train.device": device,
+              "train.precision": precision}
     if resume:
         if preset or config_file or overrides or batch_size is not None or seed is not None:
             raise ConfigError("--resume continues the run's own config; only --epochs and --device may change")
@@ -134,7 +185,10 @@ def train(
     else:
         config = build_config(preset, config_file, overrides, **fields)
     run = train_run(config, out, resume=resume, progress=progress)
-    typer.echo(f"trained: {run}  (next: elbolab evaluate {run})")
+    from . import distributed
+
+    if distributed.is_main():
+        typer.echo(f"trained: {run}  (next: elbolab evaluate {run})")
 
 
 @app.command()
@@ -149,17 +203,22 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
     which: str = typer.Option("best", "--which", help="best (the task's selected epoch) or last"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP + "; each rank scores a share of the test set"),
 ) -> None:
     """Dissect a run's bound on its test set; writes RUN/eval.json and prints the table."""
+    from . import distributed
     from .evaluate import evaluate as evaluate_run
     from .evaluate import format_eval
 
+    if run_distributed(nproc, "evaluation"):
+        return
     k_list = _int_list(ks, "--ks") if ks else None
     result = evaluate_run(
         run, ks=k_list, k_chunk=k_chunk, batch_size=batch_size, n_images=n_images, seed=seed,
         device=device, which=which, progress=progress,
     )
-    typer.echo(format_eval(result))
+    if distributed.is_main():
+        typer.echo(format_eval(result))
 
 
 @app.command()
@@ -361,7 +420,12 @@ def _int_list(text: str, option: str) -> list[int]:
 
 def main() -> None:
     """Entry point of the ``elbolab`` script."""
-    app()
+    from . import distributed
+
+    try:
+        app()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,6 +113,8 @@ class TrainConfig:
     # collaborative filtering (issue 3): RecVAE's alternating updates
     encoder_passes: int = 3  # passes over the data updating the encoder (input dropout on) per epoch
     decoder_passes: int = 1  # then passes updating the decoder (no dropout)
+    # distributed training and mixed precision (issue 7)
+    precision: str = "fp32"  # fp32, or bf16 (autocast; needs a CUDA GPU with bfloat16)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 from torch.distributions import Independent, kl_divergence
 from tqdm import tqdm
 
+from . import distributed
 from .bounds import bound_curve, importance_sample
 from .config import EvalConfig
 from .errors import ConfigError
@@ -72,21 +73,19 @@ def dissect(
         raise ConfigError(f"ks must be positive integers, got {ks}")
     model.eval()
     start = time.perf_counter()
-    rows: dict[str, list[torch.Tensor]] = {"reconstruction": [], "kl": [], **{f"L_{k}": [] for k in ks}}
-    means, kl_dims = [], []
+    rank, world = distributed.rank(), distributed.world_size()
+    parts: list[tuple[int, dict[str, torch.Tensor]]] = []  # (batch index, per-example values of that batch)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for x, c in tqdm(batches, total=total, desc="evaluate", disable=not progress, leave=False):
-            terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk)
-            for k, values in bound_curve(terms.log_weights, ks).items():
-                rows[f"L_{k}"].append(values.cpu())
-            rows["reconstruction"].append(terms.reconstruction.cpu())
-            rows["kl"].append(terms.kl.cpu())
-            q, p = model.posterior(x, c), model.prior(c)
-            means.append(q.mean.cpu())
-            per_dim = kl_per_dimension(q, p)
-            if per_dim is not None:
-                kl_dims.append(per_dim.cpu())
+        for i, (x, c) in enumerate(tqdm(batches, total=total, desc="evaluate", disable=not progress or rank != 0, leave=False)):
+            if i % world != rank:  # under torchrun, rank r takes batches r, r + N, ...
+                continue
+            torch.manual_seed(batch_seed(seed, i))  # each batch its own stream: the numbers do not depend on N
+            parts.append((i, _dissect_batch(model, x, c, ks, k_chunk)))
+    parts = sorted((p for rank_parts in distributed.all_gather(parts) for p in rank_parts), key=lambda p: p[0])
+    rows = {name: [values[name].cpu() for _, values in parts] for name in (parts[0][1] if parts else {})}
+    if not rows:
+        raise ConfigError("no test examples to evaluate")
+    means, kl_dims = rows.pop("posterior_mean"), rows.pop("kl_per_dim", [])
     per_example = {name: torch.cat(values) for name, values in rows.items()}
     elbo = per_example["reconstruction"] - per_example["kl"]
     log_likelihood = per_example[f"L_{ks[-1]}"]
@@ -105,6 +104,24 @@ def dissect(
     if kl_dims:
         result["kl_per_dim"] = torch.cat(kl_dims).double().mean(0).tolist()
     return result
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The RNG seed of test batch ``index``: evaluation noise is a function of (seed, batch), not of the process layout."""
+    return seed * 1_000_003 + index
+
+
+def _dissect_batch(model: LatentVariableModel, x, c, ks: Sequence[int], k_chunk: int) -> dict[str, torch.Tensor]:
+    """Per-example terms of one test batch: L_k for every k, reconstruction, KL, E_q[z] and (if factorised) KL per dimension."""
+    terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk)
+    out = {f"L_{k}": values for k, values in bound_curve(terms.log_weights, ks).items()}
+    out["reconstruction"], out["kl"] = terms.reconstruction, terms.kl
+    q, p = model.posterior(x, c), model.prior(c)
+    out["posterior_mean"] = q.mean
+    per_dim = kl_per_dimension(q, p)
+    if per_dim is not None:
+        out["kl_per_dim"] = per_dim
+    return {name: value.cpu() for name, value in out.items()}
 
 
 def evaluate(
@@ -134,7 +151,7 @@ def evaluate(
     seed = cfg.seed if seed is None else seed
     if batch_size < 1 or k_chunk < 1 or n < 0:
         raise ConfigError("batch_size and k_chunk must be >= 1 and n_images >= 0")
-    dev = resolve_device(device)
+    dev = distributed.init(resolve_device(device))  # under torchrun: shard the test set over the ranks
     model = load(run, which=which, device=dev)
     task = make_task(config, dev)
     n_total = task.num_test_examples(n)
@@ -152,7 +169,8 @@ def evaluate(
               "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta, **result}
     result["task_metrics"] = task.test_metrics(model, n)
     result = {**result, **_other_entries(run, result)}
-    write_json(run / EVAL, result)
+    if distributed.is_main():
+        write_json(run / EVAL, result)
     return result
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import distributed
 from .bounds import BoundTerms
 from .config import Config
 from .corruption import check_corruption, corrupt
@@ -146,10 +147,12 @@ class RecommendationTask:
     def _ranking(self, model: LatentVariableModel, fold_in, target, n: int = 0) -> dict[str, Any]:
         was_training = model.training
         model.eval()
-        per_user, skipped = rank_users(model_scorer(model, self.device), fold_in, target, n_users=n,
+        total = min(n, fold_in.shape[0]) if n > 0 else fold_in.shape[0]
+        lo, hi = distributed.shard_range(total)  # under torchrun each rank ranks a contiguous slice of the users
+        per_user, skipped = rank_users(model_scorer(model, self.device), fold_in[lo:hi], target[lo:hi],
                                        batch_size=self.config.eval.batch_size)
         model.train(was_training)
-        return summarize(per_user, skipped)
+        return summarize(distributed.gather_rows(per_user), sum(distributed.all_gather(skipped)))
 
     # ------------------------------------------------------------------ test
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
+from . import distributed
 from .config import Config, to_dict
-from .errors import RunError, TrainingError
+from .bounds import BoundTerms
+from .errors import ConfigError, RunError, TrainingError
 from .models import LatentVariableModel
 from .runs import (
     BEST,
@@ -33,6 +36,7 @@ from .tasks import Task, make_task, resolve_device
 
 # Fields a resumed run may change: how long it trains and where it runs.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device")}
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -82,28 +86,49 @@ def train(config: Config | None, out: str | Path, *, resume: bool = False, progr
     run = Path(out)
     if resume:
         config = _resumed_config(run, config)
-    else:
-        if config is None:
-            raise RunError("train needs a config (or resume=True for an existing run)")
-        if (run / CHECKPOINT).exists():
-            raise RunError(f"{run} already holds a trained run; continue it with --resume or choose another --out")
+    elif config is None:
+        raise RunError("train needs a config (or resume=True for an existing run)")
+    elif (run / CHECKPOINT).exists():
+        raise RunError(f"{run} already holds a trained run; continue it with --resume or choose another --out")
+    device = distributed.init(resolve_device(config.train.device))  # joins torchrun's process group, if any
+    check_precision(config.train.precision, device)
+    if distributed.is_main():
         run.mkdir(parents=True, exist_ok=True)
         write_config(run, config)
+    distributed.barrier()  # the run directory exists before any rank reads or writes in it
 
-    device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
-    generator = torch.Generator().manual_seed(config.train.seed)  # data order and binarization
+    generator = torch.Generator().manual_seed(config.train.seed)  # data order and binarization: the same on every rank
     task = make_task(config, device)
     model = task.build_model()
+    if distributed.active():  # each rank draws its own sampling noise (the weights come from rank 0 via DDP)
+        torch.manual_seed(_rank_seed(config.train.seed, distributed.rank()))
     optimizer = task.optimizers(model) if hasattr(task, "optimizers") else make_optimizer(model, config)
-    if hasattr(task, "write_artifacts"):  # e.g. the recommendation task's split and id maps
+    if hasattr(task, "write_artifacts") and distributed.is_main():  # e.g. the recommendation task's split and id maps
         task.write_artifacts(run)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None}
     if resume:
         state = _restore(run, model, optimizer, generator, device)
-        truncate_metrics(run, state["epoch"])
+        if distributed.is_main():
+            truncate_metrics(run, state["epoch"])
     fit(model, task, optimizer, run, generator, state, progress=progress)
     return run
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """``fp32``, or ``bf16`` autocast on a CUDA GPU that supports it; anything else is an error, never a fallback."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        raise ConfigError(
+            f"--precision bf16 needs a CUDA GPU with bfloat16 support, and this run's device is {device}; "
+            "use --precision fp32 (the default) here"
+        )
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank r's seed for the torch RNG: rank 0 keeps the run's seed."""
+    return seed + 1_000_003 * rank
 
 
 def _resumed_config(run: Path, requested: Config | None) -> Config:
@@ -123,7 +148,6 @@ def _resumed_config(run: Path, requested: Config | None) -> Config:
                     f"{new[section][key]!r}); only train.epochs and train.device may change on --resume"
                 )
     stored.train.epochs, stored.train.device = requested.train.epochs, requested.train.device
-    write_config(run, stored)
     return stored
 
 
@@ -137,15 +161,27 @@ def _restore(
             opt.load_state_dict(checkpoint["optimizer"][name])
     else:
         optimizer.load_state_dict(checkpoint["optimizer"])
-    torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
+    torch.set_rng_state(_own_rng_state(checkpoint))
     generator.set_state(checkpoint["rng"]["data"].cpu())
     if torch.device(device).type == "cuda" and checkpoint["rng"].get("cuda"):
         torch.cuda.set_rng_state_all([s.cpu() for s in checkpoint["rng"]["cuda"]])
     return {"epoch": checkpoint["epoch"], "step": checkpoint["step"], "best": checkpoint.get("best")}
 
 
+def _own_rng_state(checkpoint: dict[str, Any]) -> torch.Tensor:
+    """This rank's torch RNG state from a checkpoint; a rank the checkpoint has no state for (more ranks than when it was written) starts a fresh stream."""
+    per_rank = checkpoint["rng"].get("torch_ranks") or [checkpoint["rng"]["torch"]]
+    r = distributed.rank()
+    if r < len(per_rank):
+        return per_rank[r].cpu()
+    return torch.Generator().manual_seed(_rank_seed(checkpoint["epoch"], r)).get_state()
+
+
 def _checkpoint(model, optimizer, generator, state, device) -> dict[str, Any]:
+    """The training state; every rank calls it (it gathers each rank's RNG state), rank 0 saves it."""
     rng = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if distributed.active():
+        rng["torch_ranks"] = distributed.all_gather(rng["torch"])
     if torch.device(device).type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
@@ -182,6 +218,10 @@ def fit(
     optimizers: Optimizers = optimizer if isinstance(optimizer, dict) else {"all": optimizer}
     planned = hasattr(task, "update_plan")
     plan: list[Phase] = task.update_plan(model) if planned else [Phase()]
+    objective = objective_module(model, task, planned)
+    world, main = distributed.world_size(), distributed.is_main()
+    progress = progress and main
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
     for epoch in range(state["epoch"], cfg.epochs):
         lr = schedule(epoch, cfg.lr)
         for group in (g for opt in optimizers.values() for g in opt.param_groups):
@@ -200,19 +240,14 @@ def fit(
             dynamic_ncols=True,
         )
         for i, (phase, batch) in enumerate(bar):
-            terms = task.loss(model, batch, state["step"], phase) if planned else task.loss(model, batch, state["step"])
-            loss = terms.loss()
-            if not torch.isfinite(loss):
+            terms, loss, finite = update(objective, optimizers, phase, batch, state["step"], autocast=autocast)
+            if not finite:
                 bar.close()
                 kept = f"{run / CHECKPOINT} (after epoch {state['epoch']})" if state["epoch"] else "no checkpoint yet"
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at step {state['step'] + 1} (epoch {epoch + 1}, batch {i + 1}); "
                     f"training stopped, last good checkpoint kept: {kept}; try a smaller --set lr=..."
                 )
-            for opt in optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[phase.optimizer].step()
             state["step"] += 1
             sums += torch.stack([terms.value.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()
             n_examples += terms.value.shape[0]
@@ -221,6 +256,9 @@ def fit(
                 b, r, k = (sums / n_examples).tolist()
                 bar.set_postfix(bound=f"{b:.2f}", rec=f"{r:.2f}", kl=f"{k:.2f}", beta=f"{beta:.3g}", refresh=False)
         bar.close()
+        if world > 1:  # the epoch's means over the global batches
+            totals = distributed.all_reduce_sum(torch.cat([sums, sums.new_tensor([n_examples])]))
+            sums, n_examples = totals[:3], int(totals[3].item())
         bound, reconstruction, kl = (sums / max(n_examples, 1)).tolist()
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -232,14 +270,89 @@ def fit(
             "beta": beta,
             "train_seconds": time.perf_counter() - start,
         }
-        record.update(task.validate(model))
+        if world > 1:
+            record["world_size"] = world
+        record.update(task.validate(model))  # every rank: a task may shard its validation (recommendation)
         record["seconds"] = time.perf_counter() - start
         state["epoch"] = epoch + 1
         _update_best(run, model, task, record, state)
-        append_metrics(run, record)
-        save_checkpoint(run, _checkpoint(model, optimizer, generator, state, device))
+        checkpoint = _checkpoint(model, optimizer, generator, state, device)
+        if main:
+            append_metrics(run, record)
+            save_checkpoint(run, checkpoint)
         if progress:
             print(_epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
+
+
+def update(
+    objective: torch.nn.Module, optimizers: Optimizers, phase: Phase, batch: Any, step: int, *, autocast=nullcontext()
+) -> tuple[BoundTerms, torch.Tensor, bool]:
+    """One optimizer update on a global batch: (terms of this rank's examples, loss, whether it was finite).
+
+    Under N ranks each takes its shard of the batch and its loss is its share
+    of the global batch mean (DDP averages the N gradients), so the update is
+    the one-process update of the whole batch. A loss that is not finite on
+    some rank skips the update on every rank.
+    """
+    world = distributed.world_size()
+    with autocast:
+        terms = objective(distributed.shard(batch) if world > 1 else batch, step, phase)
+    loss = terms.loss() if world == 1 else -terms.value.sum() * (world / distributed.batch_rows(batch))
+    if not _finite_everywhere(loss):
+        return terms, loss, False
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizers[phase.optimizer].step()
+    return terms, loss, True
+
+
+class _Objective(torch.nn.Module):
+    """The task's loss of a batch as a module's forward, so DistributedDataParallel can wrap it.
+
+    Models never compute a loss in ``forward`` (DESIGN.md); this wrapper is
+    the one module whose forward does, and only for DDP's gradient hooks.
+    """
+
+    def __init__(self, model: LatentVariableModel, task: Task, planned: bool) -> None:
+        super().__init__()
+        self.model, self.task, self.planned = model, task, planned
+
+    def forward(self, batch, step: int, phase: Phase):
+        if self.planned:
+            return self.task.loss(self.model, batch, step, phase)
+        return self.task.loss(self.model, batch, step)
+
+
+def objective_module(model: LatentVariableModel, task: Task, planned: bool) -> torch.nn.Module:
+    """The loss module: plain in one process, DDP-wrapped (gradients averaged over ranks) under torchrun."""
+    objective = _Objective(model, task, planned)
+    if not distributed.active():
+        return objective
+    device = next(model.parameters()).device
+    return torch.nn.parallel.DistributedDataParallel(
+        objective, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=_leaves_parameters_unused(task, planned),
+    )
+
+
+def _leaves_parameters_unused(task: Task, planned: bool) -> bool:
+    """Whether some updates leave parameters without a gradient, which DDP must then look for each step.
+
+    RecVAE's phases differ in what they use; the GSNN bound never runs the
+    recognition network (Sohn et al. 2015, eq. 9). Everything else uses every
+    parameter in every step, and the search would cost a graph traversal.
+    """
+    return planned or task.config.bound.name == "gsnn"
+
+
+def _finite_everywhere(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every rank (so all ranks stop together, before the step)."""
+    finite = bool(torch.isfinite(loss))
+    if not distributed.active():
+        return finite
+    bad = distributed.all_reduce_sum(torch.tensor([0.0 if finite else 1.0], device=loss.device))
+    return bool(bad.item() == 0)
 
 
 def _planned_batches(model, task: Task, plan: list[Phase], generator: torch.Generator):
@@ -260,7 +373,8 @@ def _update_best(run: Path, model: LatentVariableModel, task: Task, record: dict
     best = state["best"]
     if best is None or record[name] > best["value"]:
         state["best"] = {"metric": name, "value": record[name], "epoch": record["epoch"]}
-        atomic_write(run / BEST, lambda tmp: torch.save({"model_spec": model.spec, "model": model.state_dict()}, tmp))
+        if distributed.is_main():
+            atomic_write(run / BEST, lambda tmp: torch.save({"model_spec": model.spec, "model": model.state_dict()}, tmp))
 
 
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:
