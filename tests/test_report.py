@@ -465,17 +465,21 @@ def test_family_sections_note_when_no_run_of_their_task_is_present(page):
     assert "no recommender runs (task &#x27;recommendation&#x27;) among these runs" in section_html(text, "recommendations")
 
 
-def test_family_sections_open_in_chromium(browser, family_runs, tmp_path):
+def probe_page(browser: str, page_file, tmp_path) -> tuple[list[dict], str]:
+    """Open a copy of the report with the image probe in Chromium: (every image with its load state, the page's text)."""
     from html import unescape
 
-    _, rec, page_file = family_runs
     probe = page_file.parent / "probe.html"
     probe.write_text(page_file.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
     dom = browse(browser, probe, tmp_path, "--virtual-time-budget=10000", "--dump-dom")
     images = json.loads(unescape(re.search(r'<pre id="image-probe">(.*?)</pre>', dom, flags=re.S).group(1)))
+    return images, unescape(re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_family_sections_open_in_chromium(browser, family_runs, tmp_path):
+    images, text = probe_page(browser, family_runs[2], tmp_path)
     assert [i["alt"] for i in images if not i["ok"]] == []
     assert any(i["alt"].startswith("each row a test digit") for i in images)
-    text = unescape(re.sub(r"<[^>]+>", " ", dom))
     assert "Recommendations for test users" in text and "held-out target" in text
 
 
@@ -570,16 +574,10 @@ def test_imputation_section_notes_what_is_missing(vaeac_runs, tmp_path):
 
 
 def test_vaeac_sections_open_in_chromium(browser, vaeac_runs, tmp_path):
-    from html import unescape
-
     _, table, page_file = vaeac_runs
-    probe = page_file.parent / "probe.html"
-    probe.write_text(page_file.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
-    dom = browse(browser, probe, tmp_path, "--virtual-time-budget=10000", "--dump-dom")
-    images = json.loads(unescape(re.search(r'<pre id="image-probe">(.*?)</pre>', dom, flags=re.S).group(1)))
+    images, text = probe_page(browser, page_file, tmp_path)
     assert [i["alt"] for i in images if not i["ok"]] == []
     assert any(i["alt"].startswith("each row a test digit under its test mask") for i in images)
-    text = unescape(re.sub(r"<[^>]+>", " ", dom))
     assert "Inpainting (VAEAC)" in text and "NRMSE / PFC per method and data set" in text
     for number in ("0.570 ± 0.028", "0.330 ± 0.042", _num(read_eval(table)["task_metrics"]["nrmse"])):
         assert number in text
