@@ -18,7 +18,6 @@ rounded to the nearest code (they have no categorical model).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -31,7 +30,8 @@ import torch
 
 from elbolab import VAEACImputer
 from elbolab.data.tabular import TABULAR_DATASETS, table_from_frame
-from elbolab.imputation import imputation_metrics
+from elbolab.imputation import BENCHMARK_RESULTS, imputation_metrics, imputation_summary
+from elbolab.runs import require_run, write_json
 
 METHODS = ("mean/mode", "MICE (BayesianRidge)", "missForest-style (RF)", "VAEAC")
 
@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> dict:
                 if method == "VAEAC":
                     imputer = VAEACImputer(epochs=epochs, lr=args.lr, batch_size=args.batch_size, latent_dim=args.latent_dim,
                                            hidden=[args.width] * args.depth, categorical=table.schema.categorical,
-                                           valid_fraction=0.1, num_imputations=args.num_imputations, seed=seed)
+                                           valid_fraction=0.1, num_imputations=args.num_imputations, seed=seed,
+                                           learn_sigma=not args.fixed_sigma, mask_level=args.mask_level)
                     completed = imputer.fit_transform(frame.mask(hidden))
                     imputed = table_from_frame(completed, schema=table.schema, source=name).values
                 else:
@@ -99,23 +100,21 @@ def run(args: argparse.Namespace) -> dict:
                       file=sys.stderr, flush=True)
         results["datasets"][name] = entry
         if args.out:
-            Path(args.out).write_text(json.dumps(results, indent=2))
+            write_json(Path(args.out), results)
+        if args.run:  # the report of that run shows the comparison (issue 6)
+            write_json(require_run(args.run) / BENCHMARK_RESULTS, results)
     return results
 
 
-def summary(values: list[float]) -> str:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "–"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+def summary(mean: float, std: float) -> str:
+    return "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
 def table(results: dict) -> str:
     lines = ["| data set (rows used) | method | NRMSE | PFC | fit + impute s |", "|---|---|---|---|---|"]
-    for name, entry in results["datasets"].items():
-        for method, runs in entry["runs"].items():
-            lines.append(f"| {name} ({entry['rows']}) | {method} | {summary([r['nrmse'] for r in runs])} | "
-                         f"{summary([r['pfc'] for r in runs])} | {np.mean([r['seconds'] for r in runs]):.1f} |")
+    for row in imputation_summary(results):
+        lines.append(f"| {row['dataset']} ({row['rows']}) | {row['method']} | {summary(row['nrmse'], row['nrmse_std'])} | "
+                     f"{summary(row['pfc'], row['pfc_std'])} | {row['seconds']:.1f} |")
     return "\n".join(lines)
 
 
@@ -133,10 +132,13 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--num-imputations", type=int, default=10)
+    parser.add_argument("--fixed-sigma", action="store_true", help="VAEAC's Gaussian sigma fixed to 1 instead of learned")
+    parser.add_argument("--mask-level", type=float, default=0.2, help="VAEAC's MCAR training-mask probability")
     parser.add_argument("--rf-trees", type=int, default=20)
     parser.add_argument("--rf-iter", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="", help="also write the raw results as JSON")
+    parser.add_argument("--run", default="", help=f"also write them as {BENCHMARK_RESULTS} into this run directory (its report shows them)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = run(args)

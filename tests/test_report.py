@@ -465,15 +465,119 @@ def test_family_sections_note_when_no_run_of_their_task_is_present(page):
     assert "no recommender runs (task &#x27;recommendation&#x27;) among these runs" in section_html(text, "recommendations")
 
 
-def test_family_sections_open_in_chromium(browser, family_runs, tmp_path):
+def probe_page(browser: str, page_file, tmp_path) -> tuple[list[dict], str]:
+    """Open a copy of the report with the image probe in Chromium: (every image with its load state, the page's text)."""
     from html import unescape
 
-    _, rec, page_file = family_runs
     probe = page_file.parent / "probe.html"
     probe.write_text(page_file.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
     dom = browse(browser, probe, tmp_path, "--virtual-time-budget=10000", "--dump-dom")
     images = json.loads(unescape(re.search(r'<pre id="image-probe">(.*?)</pre>', dom, flags=re.S).group(1)))
+    return images, unescape(re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_family_sections_open_in_chromium(browser, family_runs, tmp_path):
+    images, text = probe_page(browser, family_runs[2], tmp_path)
     assert [i["alt"] for i in images if not i["ok"]] == []
     assert any(i["alt"].startswith("each row a test digit") for i in images)
-    text = unescape(re.sub(r"<[^>]+>", " ", dom))
     assert "Recommendations for test users" in text and "held-out target" in text
+
+
+# --------------------------------------------------------------------------- VAEAC: inpainting grids and the imputation table (issues 5, 6)
+
+IMPUTATION_RESULTS = {  # the shape benchmarks/imputation.py writes (numbers chosen so mean and std are easy to check)
+    "args": {"missing": 0.5},
+    "datasets": {
+        "breast-cancer": {"rows": 569, "runs": {
+            "mean/mode": [{"nrmse": 1.0, "pfc": float("nan"), "seconds": 0.5, "seed": 0},
+                          {"nrmse": 1.02, "pfc": float("nan"), "seconds": 0.7, "seed": 1}],
+            "VAEAC": [{"nrmse": 0.55, "pfc": float("nan"), "seconds": 100.0, "seed": 0},
+                      {"nrmse": 0.59, "pfc": float("nan"), "seconds": 110.0, "seed": 1}],
+        }},
+        "ecoli": {"rows": 336, "runs": {
+            "VAEAC": [{"nrmse": 0.9, "pfc": 0.3, "seconds": 50.0, "seed": 0},
+                      {"nrmse": 0.96, "pfc": 0.36, "seconds": 70.0, "seed": 1}],
+        }},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def vaeac_runs(tmp_path_factory):
+    """A tiny real image VAEAC (inpainting) run and a tiny real tabular VAEAC run with a method comparison, and their report."""
+    from test_inpainting import inpainting_config
+    from test_vaeac import vaeac_config
+
+    from elbolab.imputation import BENCHMARK_RESULTS
+    from elbolab.runs import write_json
+
+    root = tmp_path_factory.mktemp("vaeac")
+    image = train(inpainting_config("train.epochs=2"), root / "inpaint", progress=False)
+    table = train(vaeac_config(), root / "table", progress=False)
+    evaluate(table, ks=[1, 5], n_images=40, progress=False)
+    write_json(table / BENCHMARK_RESULTS, IMPUTATION_RESULTS)
+    return image, table, write_report([image, table], root / "report.html")
+
+
+def test_inpainting_section_embeds_the_runs_inpainting_grid(vaeac_runs):
+    from PIL import Image
+
+    from elbolab.completions import run_completion_grid
+    from elbolab.report import COMPLETION_ROWS, COMPLETION_SAMPLES
+
+    image, _, page_file = vaeac_runs
+    block = section_html(page_file.read_text(), "inpainting")
+    (png,) = png_uris(block)
+    shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    np.testing.assert_array_equal(shown, run_completion_grid(image, n=COMPLETION_SAMPLES, rows=COMPLETION_ROWS))
+    assert shown.shape[:2] == (COMPLETION_ROWS * 17 + 1, (COMPLETION_SAMPLES + 2) * 17 + 1)  # given, samples, truth
+    assert "hole in red" in block and "no image VAEAC runs" not in block
+
+
+def test_imputation_table_numbers_are_the_results_numbers(vaeac_runs):
+    from elbolab.imputation import imputation_summary
+
+    _, table, page_file = vaeac_runs
+    block = section_html(page_file.read_text(), "imputation")
+    shown = re.findall(r"<tr><td>([^<]+) \((\d+)\)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>(\d+)</td></tr>", block)
+    expected = []
+    for name, entry in IMPUTATION_RESULTS["datasets"].items():
+        for method, seeds in entry["runs"].items():
+            nrmse = np.array([s["nrmse"] for s in seeds])
+            pfc = np.array([s["pfc"] for s in seeds])
+            pfc_cell = "–" if np.isnan(pfc).all() else f"{_num(pfc.mean())} ± {_num(pfc.std(ddof=1))}"
+            expected.append((name, str(entry["rows"]), method, f"{_num(nrmse.mean())} ± {_num(nrmse.std(ddof=1))}",
+                             pfc_cell, _num(float(np.mean([s["seconds"] for s in seeds]))), str(len(seeds))))
+    assert shown == expected
+    assert shown[1][3] == "0.570 ± 0.028" and shown[2][4] == "0.330 ± 0.042"  # by hand: mean, std (ddof 1) of two seeds
+    assert len(imputation_summary(IMPUTATION_RESULTS)) == 3
+    own = read_eval(table)["task_metrics"]  # the run's own VAEAC numbers beside the comparison
+    assert f"<td>{_num(own['nrmse'])}</td>" in block and "held-out rows" in block
+
+
+def test_imputation_section_notes_what_is_missing(vaeac_runs, tmp_path):
+    from test_vaeac import vaeac_config
+
+    from elbolab.imputation import BENCHMARK_RESULTS
+
+    image, _, _ = vaeac_runs
+    chosen = [s for s in SECTIONS if s.key in ("inpainting", "imputation")]
+    fresh = train(vaeac_config("train.epochs=1"), tmp_path / "fresh", progress=False)  # not evaluated, no comparison
+    text = write_report([image, fresh], tmp_path / "r.html", sections=chosen).read_text()
+    block = section_html(text, "imputation")
+    assert "not evaluated yet" in block and f"no method comparison ({BENCHMARK_RESULTS})" in block
+    (fresh / BENCHMARK_RESULTS).write_text("{ torn")
+    assert "cannot be read (damaged JSON)" in section_html(write_report([fresh], tmp_path / "r2.html", sections=chosen).read_text(), "imputation")
+    only_images = write_report([image], tmp_path / "r3.html", sections=chosen).read_text()
+    assert "no imputation runs (task &#x27;tabular&#x27;) among these runs" in section_html(only_images, "imputation")
+    assert "no image VAEAC runs (task &#x27;inpainting&#x27;)" in section_html(write_report([fresh], tmp_path / "r4.html", sections=chosen).read_text(), "inpainting")
+
+
+def test_vaeac_sections_open_in_chromium(browser, vaeac_runs, tmp_path):
+    _, table, page_file = vaeac_runs
+    images, text = probe_page(browser, page_file, tmp_path)
+    assert [i["alt"] for i in images if not i["ok"]] == []
+    assert any(i["alt"].startswith("each row a test digit under its test mask") for i in images)
+    assert "Inpainting (VAEAC)" in text and "NRMSE / PFC per method and data set" in text
+    for number in ("0.570 ± 0.028", "0.330 ± 0.042", _num(read_eval(table)["task_metrics"]["nrmse"])):
+        assert number in text

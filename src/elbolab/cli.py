@@ -299,7 +299,7 @@ def sweep(
 @app.command()
 @user_errors
 def sample(
-    run: Path = typer.Argument(..., help="a quadrant-completion run directory (task 'quadrants')"),
+    run: Path = typer.Argument(..., help="a quadrant-completion (task 'quadrants') or image VAEAC (task 'inpainting') run directory"),
     out: Path = typer.Option(Path("completions.png"), "--out", "-o", help="the PNG grid to write"),
     given: Optional[int] = typer.Option(None, "--given", help="given quadrants, 1..3 (must match the run; default: the run's)"),
     n: int = typer.Option(8, "--n", help="completions per test digit, each from a fresh z ~ p(z | c)"),

@@ -6,6 +6,7 @@ touches x, so the clean target cannot be corrupted by accident.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -83,10 +84,13 @@ def mcar_mask(shape: torch.Size | tuple[int, ...], level: float, generator: torc
 
 
 def rectangle_mask(shape: torch.Size | tuple[int, ...], level: float, generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None, image_shape: tuple[int, int] = (28, 28)) -> torch.Tensor:
-    """One random axis-aligned rectangle hidden per flat image [B, H*W]; ``level`` is its largest side as a fraction of the image."""
+                   device: torch.device | str | None = None, image_shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """One random axis-aligned rectangle hidden per flat image [B, H*W]; ``level`` is its largest side as a fraction of the image.
+
+    ``image_shape`` defaults to the square image of shape[-1] pixels (28 x 28 for MNIST, 8 x 8 for the digits).
+    """
     batch = shape[0]
-    height, width = image_shape
+    height, width = image_shape or _square(shape[-1])
     if shape[-1] != height * width:
         raise ConfigError(f"rectangle masks need images of {height}x{width} = {height * width} pixels, got {shape[-1]}")
     u = torch.rand((4, batch), generator=generator, device=device)
@@ -101,7 +105,29 @@ def rectangle_mask(shape: torch.Size | tuple[int, ...], level: float, generator:
     return (inside_rows[:, :, None] & inside_cols[:, None, :]).reshape(batch, height * width)  # [B, H*W]
 
 
+def _square(n_pixels: int) -> tuple[int, int]:
+    side = math.isqrt(n_pixels)
+    if side * side != n_pixels:
+        raise ConfigError(f"image masks need square images, got {n_pixels} pixels per image; pass image_shape=(H, W)")
+    return side, side
+
+
+def rectangle_or_mcar_mask(shape: torch.Size | tuple[int, ...], level: float, generator: torch.Generator | None = None,
+                           device: torch.device | str | None = None) -> torch.Tensor:
+    """Per image, with equal odds, a random rectangle (largest side ``level``) or MCAR pixels (probability ``level``).
+
+    One model for several kinds of holes: the VAEAC inpainting experiments
+    train on a mixture of mask generators (Ivanov et al. 2019, sec. 5.3 and
+    appendix; their code's MixtureMaskGenerator).
+    """
+    pick = torch.rand((shape[0], 1), generator=generator, device=device) < 0.5  # [B, 1]: True = rectangle
+    rectangles = rectangle_mask(shape, level, generator, device)  # [B, P]
+    pixels = mcar_mask(shape, level, generator, device)  # [B, P]
+    return torch.where(pick, rectangles, pixels)
+
+
 MASKS: dict[str, Callable[..., torch.Tensor]] = {"mcar": mcar_mask, "rectangle": rectangle_mask}
+MASKS["rectangle_or_mcar"] = rectangle_or_mcar_mask  # MNIST inpainting (issue 5)
 
 
 def hidden_mask(x: torch.Tensor, name: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:

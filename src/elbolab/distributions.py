@@ -222,6 +222,8 @@ def one_hot_columns(x: torch.Tensor, column_sizes: list[int]) -> torch.Tensor:
     """
     present = ~torch.isnan(x)  # [..., D]
     filled = torch.where(present, x, torch.zeros_like(x))  # [..., D]
+    if not any(column_sizes):  # every column real (images): nothing to one-hot
+        return filled
     parts = []
     for j, size in enumerate(column_sizes):
         if size == 0:
@@ -230,6 +232,31 @@ def one_hot_columns(x: torch.Tensor, column_sizes: list[int]) -> torch.Tensor:
             one_hot = F.one_hot(filled[..., j].long().clamp(0, size - 1), size).to(x.dtype)  # [..., K]
             parts.append(one_hot * present[..., j : j + 1].to(x.dtype))
     return torch.cat(parts, dim=-1)  # [..., sum(max(1, K))]
+
+
+class MaskedBernoulliLogits(BernoulliLogits):
+    """Factorised Bernoulli whose ``log_prob`` sums only the entries where ``score`` is true.
+
+    VAEAC on binary images scores only the hidden pixels x_b (Ivanov et al.
+    2019, eq. 4): the given ones are the condition, not a target.
+    """
+
+    def __init__(self, logits: torch.Tensor, score: torch.Tensor | None = None) -> None:
+        super().__init__(logits)
+        self.score = score  # [..., D] bool, broadcast against logits
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if self.score is None:
+            return super().log_prob(x)
+        per_pixel = x * self.logits - F.softplus(self.logits)  # [..., D]
+        return torch.where(self.score, per_pixel, torch.zeros_like(per_pixel)).sum(-1)  # [...]
+
+
+class MaskedBernoulliHead(BernoulliHead):
+    """Binary images for VAEAC: decoder outputs are logits; ``score`` picks the pixels the likelihood counts."""
+
+    def forward(self, params: torch.Tensor, score: torch.Tensor | None = None) -> MaskedBernoulliLogits:
+        return MaskedBernoulliLogits(params, score)
 
 
 class TabularLikelihood(Distribution):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .bounds import BoundTerms, iwae
-from .config import Config
+from .config import BoundConfig, Config
 from .corruption import MASKS, hidden_mask
 from .data.tabular import Table, load_tabular
 from .errors import ConfigError, DataError
@@ -121,10 +121,48 @@ def imputation_metrics(truth: np.ndarray, imputed: np.ndarray, hidden: np.ndarra
     return {"nrmse": nrmse(truth, imputed, hidden, column_sizes), "pfc": pfc(truth, imputed, hidden, column_sizes)}
 
 
+# --------------------------------------------------------------------------- method comparison results (issue 6's report)
+
+BENCHMARK_RESULTS = "imputation.json"  # in a run directory: ``benchmarks/imputation.py --run DIR`` writes it
+
+
+def imputation_summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (data set, method) of a method comparison: mean and std (ddof 1) over mask seeds of NRMSE and PFC.
+
+    ``results`` is what ``benchmarks/imputation.py`` writes:
+    ``{"datasets": {name: {"rows": n, "runs": {method: [{"nrmse", "pfc", "seconds", "seed"}, ...]}}}}``.
+    A metric that is NaN on every seed (PFC of a table without categorical columns) is NaN.
+    """
+    rows = []
+    for name, entry in results.get("datasets", {}).items():
+        for method, runs in entry.get("runs", {}).items():
+            row: dict[str, Any] = {"dataset": name, "rows": entry.get("rows"), "method": method, "seeds": len(runs),
+                                   "seconds": float(np.mean([r["seconds"] for r in runs])) if runs else float("nan")}
+            for metric in ("nrmse", "pfc"):
+                values = np.array([r[metric] for r in runs if np.isfinite(r.get(metric, np.nan))], dtype=np.float64)
+                row[metric] = float(values.mean()) if values.size else float("nan")
+                row[f"{metric}_std"] = float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else float("nan"))
+            rows.append(row)
+    return rows
+
+
 def with_prior_regulariser(terms: BoundTerms, p: torch.distributions.Distribution, sigma_mu: float,
                            sigma_sigma: float) -> BoundTerms:
     """The bound plus VAEAC's prior-network regulariser (Ivanov et al. 2019, sec. 4.3), per example."""
     return dataclasses.replace(terms, value=terms.value + prior_network_regulariser(p, sigma_mu, sigma_sigma))
+
+
+def vaeac_training_bound(model: LatentVariableModel, x: torch.Tensor, c: torch.Tensor, bound: BoundConfig,
+                         step: int) -> BoundTerms:
+    """VAEAC's training objective for a batch: the configured bound (eq. 4) plus the prior-network regulariser.
+
+    Shared by the tabular task and the image (inpainting) task: only the
+    masks and the likelihood differ between them, not the objective.
+    """
+    from .tasks import training_bound  # tasks.py imports this module for TASKS
+
+    terms = training_bound(model, x, c, bound, step)
+    return with_prior_regulariser(terms, model.prior(c), bound.prior_sigma_mu, bound.prior_sigma_sigma)
 
 
 # --------------------------------------------------------------------------- the task
@@ -184,12 +222,8 @@ class TabularTask:
             yield x, make_condition(x, ~hidden)
 
     def loss(self, model: LatentVariableModel, batch: Batch, step: int) -> BoundTerms:
-        from .tasks import training_bound  # tasks.py imports this module for TASKS
-
         x, c = batch
-        bound = self.config.bound
-        terms = training_bound(model, x, c, bound, step)
-        return with_prior_regulariser(terms, model.prior(c), bound.prior_sigma_mu, bound.prior_sigma_sigma)
+        return vaeac_training_bound(model, x, c, self.config.bound, step)
 
     @torch.inference_mode()
     def validate(self, model: LatentVariableModel) -> dict[str, float]:

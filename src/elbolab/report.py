@@ -440,18 +440,29 @@ def per_task_runs(runs: Sequence[RunView], task: str, kind: str, what: str, body
     return "".join(blocks)
 
 
-def completions_section(runs: Sequence[RunView], page: Page) -> str:
-    """For quadrant-completion runs (CVAE, GSNN, NN): a few test digits completed several times from p(z | c)."""
+def completion_grid_block(page: Page, caption: Callable[[RunView], str]) -> Callable[[RunView], str]:
+    """The body of a completion-grid section: the run's grid (``run_completion_grid``) as a PNG with ``caption(run)``.
+
+    One function for every conditional image family (CVAE quadrants, VAEAC inpainting).
+    """
     from .completions import png_bytes, run_completion_grid
 
     def body(r: RunView) -> str:
         grid = run_completion_grid(r.path, n=COMPLETION_SAMPLES, rows=COMPLETION_ROWS)
-        given = r.config.data.given_quadrants
-        caption = (f"each row a test digit: first the truth, then {COMPLETION_SAMPLES} completions, each the mean of "
-                   f"p(x | z, c) at z ~ p(z | c); the {given} given quadrant(s) in blue, the predicted ones in grey")
-        return page.png(png_bytes(grid), f"{_slug(r.label)}-completions", caption)
+        return page.png(png_bytes(grid), f"{_slug(r.label)}-completions", caption(r))
 
-    return per_task_runs(runs, "quadrants", "quadrant-completion", "completions", body)
+    return body
+
+
+def completions_section(runs: Sequence[RunView], page: Page) -> str:
+    """For quadrant-completion runs (CVAE, GSNN, NN): a few test digits completed several times from p(z | c)."""
+
+    def caption(r: RunView) -> str:
+        given = r.config.data.given_quadrants
+        return (f"each row a test digit: first the truth, then {COMPLETION_SAMPLES} completions, each the mean of "
+                f"p(x | z, c) at z ~ p(z | c); the {given} given quadrant(s) in blue, the predicted ones in grey")
+
+    return per_task_runs(runs, "quadrants", "quadrant-completion", "completions", completion_grid_block(page, caption))
 
 
 def recommendation_examples_data(run_dir: str | Path, users: int = EXAMPLE_USERS, n: int = TOP_N) -> list[dict[str, Any]]:
@@ -519,6 +530,75 @@ def recommendations_section(runs: Sequence[RunView], page: Page) -> str:
 
 SECTIONS.insert(section_index("task-metrics"), Section("completions", "Completions (CVAE and baselines)", completions_section))
 SECTIONS.insert(section_index("task-metrics"), Section("recommendations", "Recommendations for test users", recommendations_section))
+
+
+# --------------------------------------------------------------------------- VAEAC inpainting and imputation (issues 5, 6)
+
+
+def inpainting_section(runs: Sequence[RunView], page: Page) -> str:
+    """For image VAEAC runs: test digits under their fixed test masks, inpainted several times from p(z | x_{1-b}, b)."""
+
+    def caption(r: RunView) -> str:
+        bound = r.config.bound
+        return (f"each row a test digit under its test mask ({bound.mask}, level {bound.mask_level}): first the given "
+                f"pixels with the hole in red, then {COMPLETION_SAMPLES} inpaintings, each the mean of "
+                f"p(x_b | z, x_(1-b), b) at z ~ p(z | x_(1-b), b), then the truth; given pixels in blue, inpainted ones in grey")
+
+    return per_task_runs(runs, "inpainting", "image VAEAC", "inpaintings", completion_grid_block(page, caption))
+
+
+def imputation_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The cells of the method-comparison table: data set (rows), method, NRMSE and PFC as mean ± std over seeds, seconds."""
+    from .imputation import imputation_summary
+
+    def spread(mean: float, std: float) -> str:
+        return "–" if math.isnan(mean) else f"{_num(mean)} ± {_num(std)}"
+
+    return [[html.escape(f"{row['dataset']} ({row['rows']})"), html.escape(row["method"]), spread(row["nrmse"], row["nrmse_std"]),
+             spread(row["pfc"], row["pfc_std"]), _num(row["seconds"]), _num(row["seeds"])] for row in imputation_summary(results)]
+
+
+def imputation_section(runs: Sequence[RunView], page: Page) -> str:
+    """For tabular (VAEAC) runs: the run's own NRMSE / PFC, and the per-method, per-data-set comparison next to it."""
+    from .imputation import BENCHMARK_RESULTS
+
+    chosen = [r for r in runs if r.config.task == "tabular" or (r.path / BENCHMARK_RESULTS).is_file()]
+    if not chosen:
+        return note("no imputation runs (task 'tabular') among these runs")
+    blocks = []
+    for r in chosen:
+        out = f"<h3>{html.escape(r.label)}</h3>"
+        own = (r.eval or {}).get("task_metrics", {})
+        if "nrmse" in own:
+            level = own.get("test_mask_level", "")
+            out += html_table(["this run", "data set", "NRMSE", "PFC", "imputations"],
+                              [[f"VAEAC on its held-out rows, {_num(level)} MCAR", html.escape(r.config.data.name),
+                                _num(own["nrmse"]), _num(own.get("pfc", "")), _num(own.get("num_imputations", ""))]], "numbers")
+        elif r.config.task == "tabular":
+            out += note("not evaluated yet (no NRMSE / PFC in eval.json): run `elbolab evaluate RUN` for this run's own numbers")
+        path = r.path / BENCHMARK_RESULTS
+        try:
+            results = json.loads(path.read_text()) if path.is_file() else None
+        except ValueError:
+            results = None
+            out += note(f"{path.name} cannot be read (damaged JSON): re-run benchmarks/imputation.py --run {r.path}")
+        if not path.is_file():
+            out += note(f"no method comparison ({BENCHMARK_RESULTS}) in this run: `python benchmarks/imputation.py "
+                        f"--run {r.path}` writes VAEAC beside mean/mode, MICE and missForest-style for the report")
+        elif results is not None:
+            out += html_table(["data set (rows)", "method", "NRMSE", "PFC", "fit + impute s", "mask seeds"],
+                              imputation_rows(results), "numbers imputation")
+            out += ('<p class="meta">the VAEAC paper\'s protocol (Ivanov et al. 2019, sec. 5.2): '
+                    f"{_num(results.get('args', {}).get('missing', 0.5))} of the cells hidden completely at random, "
+                    "every method fits on the masked table and imputes the same rows; NRMSE = RMSE on the hidden "
+                    "entries / std of the true column, averaged over real columns; PFC = share of hidden categorical "
+                    "entries imputed wrongly; mean ± std over mask seeds</p>")
+        blocks.append(out)
+    return "".join(blocks)
+
+
+SECTIONS.insert(section_index("task-metrics"), Section("inpainting", "Inpainting (VAEAC)", inpainting_section))
+SECTIONS.insert(section_index("task-metrics"), Section("imputation", "Imputation: NRMSE / PFC per method and data set", imputation_section))
 
 
 STYLE = """

@@ -230,3 +230,8 @@ def make_task(config: Config, device: torch.device | str = "cpu") -> Task:
 from .quadrants import QuadrantTask  # noqa: E402
 
 TASKS["quadrants"] = QuadrantTask
+
+# imputation (issue 5): MNIST inpainting with VAEAC builds on ImageTask and the tabular VAEAC pieces
+from .inpainting import InpaintingTask  # noqa: E402
+
+TASKS["inpainting"] = InpaintingTask

@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from ..config import ModelConfig
-from ..distributions import TabularHead, TabularLikelihood, one_hot_columns
+from ..distributions import MaskedBernoulliHead, TabularHead, one_hot_columns
 from ..errors import ConfigError
 from ..nets import GaussianEncoder, mlp
 from ..priors import SkipPriorNetwork
@@ -65,8 +65,17 @@ class SkipDecoder(nn.Module):
         return self.out(joined(h, deepest_first[-1]))  # [k, B, out_features]
 
 
+# The likelihood over x_b: per-column Gaussian / categorical for tables, Bernoulli per pixel for binary images.
+LIKELIHOODS = ("tabular", "bernoulli")
+
+
 class VAEAC(LatentVariableModel):
-    """Proposal and prior networks over one-hot rows + masks, skip-connected generative network, tabular likelihood."""
+    """Proposal and prior networks over one-hot rows + masks, skip-connected generative network, tabular or Bernoulli likelihood.
+
+    ``likelihood="bernoulli"`` is VAEAC for binary images (MNIST inpainting,
+    Ivanov et al. 2019, sec. 5.3): every column real (``column_sizes`` all
+    0), the likelihood a Bernoulli per pixel scoring only the hidden ones.
+    """
 
     def __init__(
         self,
@@ -76,8 +85,13 @@ class VAEAC(LatentVariableModel):
         activation: str = "relu",
         sigma: float = 1.0,
         learn_sigma: bool = True,
+        likelihood: str = "tabular",
     ) -> None:
         super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ConfigError(f"unknown VAEAC likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if likelihood == "bernoulli" and any(column_sizes):
+            raise ConfigError("VAEAC's Bernoulli likelihood is for binary images: every column must be real (size 0)")
         if not column_sizes:
             raise ConfigError("VAEAC needs at least one column")
         if not hidden:
@@ -89,13 +103,17 @@ class VAEAC(LatentVariableModel):
         d = self.data_dim
         self.proposal = GaussianEncoder(width + 2 * d, hidden, latent_dim, activation)  # [row, to-impute, missing]
         self.prior_net = SkipPriorNetwork(width + d, hidden, latent_dim, activation)  # [given part, to-impute]
-        self.head = TabularHead(d, self.column_sizes, sigma=sigma, learn_sigma=learn_sigma)
+        if likelihood == "bernoulli":
+            self.head = MaskedBernoulliHead(d)
+        else:
+            self.head = TabularHead(d, self.column_sizes, sigma=sigma, learn_sigma=learn_sigma)
         self.decoder = SkipDecoder(latent_dim, self.prior_net.skip_sizes, self.head.out_features, activation)
 
     @staticmethod
-    def kwargs_from_config(cfg: ModelConfig, column_sizes: Sequence[int]) -> dict:
-        """Constructor arguments from a ``[model]`` config section and the table's column layout."""
+    def kwargs_from_config(cfg: ModelConfig, column_sizes: Sequence[int], likelihood: str = "tabular") -> dict:
+        """Constructor arguments from a ``[model]`` config section and the table's column layout (or P real pixel columns)."""
         return dict(
+            likelihood=likelihood,
             column_sizes=list(column_sizes),
             latent_dim=cfg.latent_dim,
             hidden=list(cfg.hidden),
@@ -127,10 +145,17 @@ class VAEAC(LatentVariableModel):
     def prior(self, c: torch.Tensor | None = None) -> Distribution:
         return self._prior_features(c)[0]
 
-    def likelihood(self, z: torch.Tensor, c: torch.Tensor | None = None) -> TabularLikelihood:
+    def likelihood(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         _, skips = self._prior_features(c)
         _, to_impute = self._split(c)
         return self.head(self.decoder(z, skips), score=to_impute > 0)  # scores hidden entries only
+
+    @torch.no_grad()
+    def init_output_bias(self, x_mean: torch.Tensor) -> None:
+        """Start the generative network at the data's marginal where the likelihood defines one (binary images)."""
+        bias = self.head.marginal_bias(x_mean)
+        if bias is not None:
+            self.decoder.out[-1].bias.copy_(bias)
 
     @torch.no_grad()
     def impute(self, x: torch.Tensor, given: torch.Tensor, n: int = 10) -> torch.Tensor:
