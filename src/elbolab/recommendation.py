@@ -90,9 +90,11 @@ class RecommendationTask:
     def optimizers(self, model: LatentVariableModel) -> dict[str, torch.optim.Optimizer]:
         from .train import make_optimizer  # train imports the tasks, which import this module
 
-        if getattr(model, "alternating_updates", False):
-            return {name: make_optimizer(part, self.config) for name, part in _alternating_parts(model).items()}
-        return {"all": make_optimizer(model, self.config)}
+        parts = _alternating_parts(model) if getattr(model, "alternating_updates", False) else {"all": model}
+        optimizers = {name: make_optimizer(part, self.config) for name, part in parts.items()}
+        for opt in optimizers.values():
+            opt.register_load_state_dict_post_hook(_transpose_layer_state)
+        return optimizers
 
     def update_plan(self, model: LatentVariableModel) -> list:
         from .train import Phase
@@ -175,6 +177,20 @@ class RecommendationTask:
 def _alternating_parts(model: LatentVariableModel) -> dict[str, torch.nn.Module]:
     """The parts an alternating model's phases update, one optimizer each (RecVAE: encoder, decoder)."""
     return {"encoder": model.encoder, "decoder": model.decoder}
+
+
+def _transpose_layer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Adam moments saved for an ``nn.Linear`` first layer ([out, in]) fit its ``SparseLinear`` ([in, out]) transposed.
+
+    Checkpoints written before the first layer became a ``SparseLinear`` then
+    resume exactly (the weights themselves are transposed by its load hook).
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.dim() == 2 and value.shape != p.shape and value.t().shape == p.shape:
+                    state[key] = value.t().contiguous()
 
 
 @contextlib.contextmanager
