@@ -110,7 +110,7 @@ def main() -> None:
         write_positives(Path(tmp) / "cf100k")
         for ours, theirs in (("mult-vae-ml100k", "MultiVAE"), ("recvae-ml100k", "RecVAE")):
             proc = subprocess.run([str(RECBOLE_PYTHON), "-c", RECBOLE_SCRIPT, theirs, str(Path(tmp)), str(args.epochs),
-                                   str(args.threads)], capture_output=True, text=True,
+                                   str(args.threads)], capture_output=True, text=True, cwd=tmp,  # its log dirs go there
                                   env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
             if proc.returncode != 0:
                 print(json.dumps({"model": theirs, "error": proc.stderr.strip().splitlines()[-1:]}), flush=True)
