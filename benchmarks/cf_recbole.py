@@ -5,9 +5,12 @@ are written as a RecBole atomic file; RecBole 1.2.1 trains its MultiVAE and
 RecVAE on them (in its own venv, /work/venvs/recbole, as a subprocess), and
 elbolab trains its presets on the same positives, both for the same number of
 epochs at the same batch size and thread count. Reported: training seconds
-per epoch of each and their ratio. RecBole splits interactions its own way
-(80/10/10 per user, not held-out users), so its ranking numbers are printed
-for context, not compared.
+per epoch of each and their ratio, and, since the two libraries' epochs
+differ, the user rows each epoch pushes through the model (counted in RecBole
+by wrapping its model's ``get_rating_matrix`` during training) and the ratio
+of seconds per row. RecBole splits interactions its own way (80/10/10 per
+user, not held-out users), so its ranking numbers are printed for context,
+not compared.
 
     OMP_NUM_THREADS=1 python benchmarks/cf_recbole.py --epochs 5
 """
@@ -27,6 +30,7 @@ import torch
 
 from elbolab.config import apply_overrides, load_preset
 from elbolab.data.interactions import load_interactions
+from elbolab.recommendation import RecommendationTask
 from elbolab.runs import read_metrics
 from elbolab.train import train
 
@@ -59,13 +63,24 @@ RECBOLE_SCRIPT = textwrap.dedent('''
     train_data, valid_data, test_data = data_preparation(config, dataset)
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    counted = {"rows": 0, "calls": 0}
+    rating_matrix = model.get_rating_matrix
+    def counting_rating_matrix(user):  # every training row the model sees passes through here
+        counted["rows"] += int(user.shape[0])
+        counted["calls"] += 1
+        return rating_matrix(user)
+    model.get_rating_matrix = counting_rating_matrix
     seconds = 0.0
     for epoch in range(epochs):
         start = time.perf_counter()
         trainer._train_epoch(train_data, epoch, show_progress=False)
         seconds += time.perf_counter() - start
+    model.get_rating_matrix = rating_matrix
     result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-    print(json.dumps({"seconds_per_epoch": seconds / epochs, "test": {k: float(v) for k, v in result.items()}}))
+    users = train_data._dataset.inter_feat[config["USER_ID_FIELD"]]
+    print(json.dumps({"seconds_per_epoch": seconds / epochs, "rows_per_epoch": counted["rows"] / epochs,
+                      "updates_per_epoch": counted["calls"] / epochs, "train_interactions": len(users),
+                      "train_users": int(users.unique().numel()), "test": {k: float(v) for k, v in result.items()}}))
 ''')
 
 
@@ -95,7 +110,7 @@ def main() -> None:
         write_positives(Path(tmp) / "cf100k")
         for ours, theirs in (("mult-vae-ml100k", "MultiVAE"), ("recvae-ml100k", "RecVAE")):
             proc = subprocess.run([str(RECBOLE_PYTHON), "-c", RECBOLE_SCRIPT, theirs, str(Path(tmp)), str(args.epochs),
-                                   str(args.threads)], capture_output=True, text=True,
+                                   str(args.threads)], capture_output=True, text=True, cwd=tmp,  # its log dirs go there
                                   env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
             if proc.returncode != 0:
                 print(json.dumps({"model": theirs, "error": proc.stderr.strip().splitlines()[-1:]}), flush=True)
@@ -104,8 +119,14 @@ def main() -> None:
             config = apply_overrides(load_preset(ours), [f"train.epochs={args.epochs}"])
             run = train(config, Path(tmp) / ours, progress=False)
             mine = float(np.mean([m["train_seconds"] for m in read_metrics(run)]))
+            task = RecommendationTask(config)
+            my_rows = task.split.train.shape[0] * sum(phase.passes for phase in task.update_plan(task.build_model()))
             print(json.dumps({"model": theirs, "recbole_seconds_per_epoch": rb["seconds_per_epoch"],
                               "elbolab_seconds_per_epoch": mine, "ratio_recbole_over_elbolab": rb["seconds_per_epoch"] / mine,
+                              "recbole_rows_per_epoch": rb["rows_per_epoch"], "recbole_updates_per_epoch": rb["updates_per_epoch"],
+                              "recbole_train_interactions": rb["train_interactions"], "recbole_train_users": rb["train_users"],
+                              "elbolab_rows_per_epoch": my_rows,
+                              "per_row_ratio_recbole_over_elbolab": (rb["seconds_per_epoch"] / rb["rows_per_epoch"]) / (mine / my_rows),
                               "recbole_test": rb["test"], "load_average": os.getloadavg()}), flush=True)
 
 

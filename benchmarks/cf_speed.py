@@ -4,12 +4,16 @@ Synthetic data with ML-20M's shape after preprocessing (136,677 users,
 20,108 items, ~10M clicks, power-law item popularity), split like ML-20M
 (10,000 + 10,000 held-out users). Times Mult-VAE and RecVAE training steps at
 batch 500 with the presets' settings (sparse CSR input: the first layer is a
-sparse-dense matmul) and extrapolates seconds per epoch from ``--batches``
-timed updates (an epoch is 234 updates for Mult-VAE, 4 x 234 for RecVAE's
-3 encoder + 1 decoder passes); then full-ranking evaluation of the 10,000
-test users (NDCG@100, Recall@20/50, fold-in excluded), and the peak RSS.
+gather-sum over the clicked items) and extrapolates seconds per epoch from
+``--batches`` timed updates (an epoch is 234 updates for Mult-VAE, 4 x 234
+for RecVAE's 3 encoder + 1 decoder passes); then full-ranking evaluation of
+the 10,000 test users (NDCG@100, Recall@20/50, fold-in excluded), and the
+peak RSS. With ``--breakdown`` it also times the parts of one update on one
+batch (first layer, decoder, multinomial term, Adam) and a bare
+[500, 600] x [600, I] matmul, whose GFLOP/s bound the decoder's three
+matmuls (forward, input gradient, weight gradient).
 
-    OMP_NUM_THREADS=2 python benchmarks/cf_speed.py --threads 2 --batches 20
+    OMP_NUM_THREADS=2 python benchmarks/cf_speed.py --threads 2 --batches 20 --breakdown
 """
 from __future__ import annotations
 
@@ -26,25 +30,28 @@ from elbolab.config import apply_overrides, load_preset
 from elbolab.data.interactions import liang_split, synthetic_interactions
 from elbolab.ranking import rank_users, summarize
 from elbolab.recommendation import RecommendationTask, model_scorer
+from elbolab.sparse import SparseLinear, l2_normalize_rows, multinomial_log_prob
 
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def time_updates(task: RecommendationTask, n: int) -> tuple[float, int]:
-    """Seconds per update (mean over n, after one warm-up) following the task's update plan, and updates per epoch."""
+def time_updates(task: RecommendationTask, n: int) -> tuple[float, float, int]:
+    """Wall and CPU seconds per update (means over n, after one warm-up per phase) following the task's update
+    plan, and updates per epoch. CPU seconds (this process, all threads) are less inflated by other processes'
+    load than wall seconds: at 1 thread they are the update's compute cost on one core."""
     model = task.build_model()
     optimizers = task.optimizers(model)
     plan = task.update_plan(model)
     generator = torch.Generator().manual_seed(0)
     per_epoch = task.num_batches() * sum(p.passes for p in plan)
-    seconds, count = 0.0, 0
+    seconds, cpu, count = 0.0, 0.0, 0
     for phase in plan:
         batches = task.batches(generator)
         for i in range(n // len(plan) + 1):
             batch = next(batches)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             terms = task.loss(model, batch, 0, phase)
             for opt in optimizers.values():
                 opt.zero_grad(set_to_none=True)
@@ -52,8 +59,53 @@ def time_updates(task: RecommendationTask, n: int) -> tuple[float, int]:
             optimizers[phase.optimizer].step()
             if i > 0:  # the first update of a phase warms up allocators
                 seconds += time.perf_counter() - start
+                cpu += time.process_time() - start_cpu
                 count += 1
-    return seconds / count, per_epoch
+    return seconds / count, cpu / count, per_epoch
+
+
+def seconds_of(fn, repeats: int = 3) -> dict[str, float]:
+    """Mean wall and CPU seconds of fn() over ``repeats`` calls after one warm-up call."""
+    fn()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        fn()
+    return {"wall": (time.perf_counter() - start) / repeats, "cpu": (time.process_time() - start_cpu) / repeats}
+
+
+def breakdown(task: RecommendationTask) -> dict:
+    """Wall and CPU seconds of each part of one update on one batch (each forward + backward in isolation), and
+    the rate of a bare [B, 600] x [600, I] matmul (GFLOP per wall second and per CPU second)."""
+    model = task.build_model()
+    x, _ = next(task.batches(torch.Generator().manual_seed(0)))
+    first = next(m for m in model.encoder.modules() if isinstance(m, SparseLinear))
+    z = torch.randn(x.shape[0], model.latent_dim, requires_grad=True)  # [B, latent]
+    logits = torch.randn(x.shape[0], x.shape[1], requires_grad=True)  # [B, I]
+
+    def first_layer():
+        model.zero_grad(set_to_none=True)
+        first(l2_normalize_rows(x)).sum().backward()
+
+    def decoder():
+        model.zero_grad(set_to_none=True)
+        model.decoder(z).sum().backward()
+
+    def multinomial():
+        logits.grad = None
+        multinomial_log_prob(logits, x).sum().backward()
+
+    parts = {"first_layer_fwd_bwd": seconds_of(first_layer), "decoder_fwd_bwd": seconds_of(decoder),
+             "multinomial_fwd_bwd": seconds_of(multinomial)}
+    optimizers = task.optimizers(model)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    parts["adam_step_all_params"] = seconds_of(lambda: [opt.step() for opt in optimizers.values()])
+    a, b = torch.randn(x.shape[0], 600), torch.randn(600, x.shape[1])
+    matmul = seconds_of(lambda: a @ b)
+    parts["matmul_500x600xI"] = matmul
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    parts["matmul_gflop_per_second"] = {k: flops / v / 1e9 for k, v in matmul.items()}
+    return {"n_parameters": sum(p.numel() for p in model.parameters()), **parts}
 
 
 def main() -> None:
@@ -61,6 +113,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=20, help="timed updates per model")
     parser.add_argument("--eval-users", type=int, default=10_000)
+    parser.add_argument("--breakdown", action="store_true", help="also time the parts of one update")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = {"threads": args.threads, "load_average": os.getloadavg()}
@@ -77,10 +130,14 @@ def main() -> None:
     for preset in ("mult-vae-ml20m", "recvae-ml20m"):
         config = apply_overrides(load_preset(preset), ["data.name='synthetic-ml20m'"])
         task = RecommendationTask(config, split=split)
-        per_update, per_epoch = time_updates(task, args.batches)
-        row = {"model": preset, "seconds_per_update": per_update, "updates_per_epoch": per_epoch,
-               "seconds_per_epoch_extrapolated": per_update * per_epoch, "timed_updates": args.batches,
+        per_update, cpu_per_update, per_epoch = time_updates(task, args.batches)
+        row = {"model": preset, "seconds_per_update": per_update, "cpu_seconds_per_update": cpu_per_update,
+               "updates_per_epoch": per_epoch, "seconds_per_epoch_extrapolated": per_update * per_epoch,
+               "cpu_seconds_per_epoch_extrapolated": cpu_per_update * per_epoch, "timed_updates": args.batches,
                "peak_rss_gib": peak_rss_gib(), "load_average": os.getloadavg()}
+        if args.breakdown:
+            row["breakdown"] = breakdown(task)
+            row["load_average_after_breakdown"] = os.getloadavg()
         print(json.dumps(row), flush=True)
 
     config = apply_overrides(load_preset("mult-vae-ml20m"), ["data.name='synthetic-ml20m'"])

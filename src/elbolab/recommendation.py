@@ -8,6 +8,7 @@ the user's clean history x (RecVAE's prior reads it; the others ignore it).
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -90,9 +91,11 @@ class RecommendationTask:
     def optimizers(self, model: LatentVariableModel) -> dict[str, torch.optim.Optimizer]:
         from .train import make_optimizer  # train imports the tasks, which import this module
 
-        if getattr(model, "alternating_updates", False):
-            return {"encoder": make_optimizer(model.encoder, self.config), "decoder": make_optimizer(model.decoder, self.config)}
-        return {"all": make_optimizer(model, self.config)}
+        parts = _alternating_parts(model) if getattr(model, "alternating_updates", False) else {"all": model}
+        optimizers = {name: make_optimizer(part, self.config) for name, part in parts.items()}
+        for opt in optimizers.values():
+            opt.register_load_state_dict_post_hook(_transpose_layer_state)
+        return optimizers
 
     def update_plan(self, model: LatentVariableModel) -> list:
         from .train import Phase
@@ -130,7 +133,8 @@ class RecommendationTask:
         x, c = batch
         noisy = cfg.corruption != "none" and (phase is None or phase.name != "decoder")
         x_in = corrupt(x, cfg.corruption, cfg.corruption_level) if noisy else None
-        terms = OBJECTIVES[cfg.name](model, x, c, cfg, step, x_in=x_in)
+        with _frozen_outside(model, phase):
+            terms = OBJECTIVES[cfg.name](model, x, c, cfg, step, x_in=x_in)
         if cfg.gamma > 0:
             # RecVAE (Shenbin et al. 2020, sec. 3.3): KL weight beta'(x_u) = gamma * |x_u|.
             weight = cfg.gamma * row_sums(x)  # [B]
@@ -171,6 +175,47 @@ class RecommendationTask:
         """NDCG@100, Recall@20, Recall@50 ({mean, se} over test users), users evaluated and skipped."""
         s = self.split
         return self._ranking(model, s.test_in, s.test_out, n)
+
+
+def _alternating_parts(model: LatentVariableModel) -> dict[str, torch.nn.Module]:
+    """The parts an alternating model's phases update, one optimizer each (RecVAE: encoder, decoder)."""
+    return {"encoder": model.encoder, "decoder": model.decoder}
+
+
+def _transpose_layer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Adam moments saved for an ``nn.Linear`` first layer ([out, in]) fit its ``SparseLinear`` ([in, out]) transposed.
+
+    Checkpoints written before the first layer became a ``SparseLinear`` then
+    resume exactly (the weights themselves are transposed by its load hook).
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.dim() == 2 and value.shape != p.shape and value.t().shape == p.shape:
+                    state[key] = value.t().contiguous()
+
+
+@contextlib.contextmanager
+def _frozen_outside(model: LatentVariableModel, phase):
+    """While the loss's graph is built, the parts the phase does not step need no parameter gradients.
+
+    RecVAE's decoder phase then skips the encoder's backward and its encoder
+    phase the decoder's weight gradient (a [I, 200] matmul). Their optimizers
+    do not step in that phase, so the updates are the same; only wasted work goes.
+    """
+    if phase is None or not getattr(model, "alternating_updates", False):
+        yield
+        return
+    others = [p for name, part in _alternating_parts(model).items() if name != phase.optimizer for p in part.parameters()]
+    flags = [p.requires_grad for p in others]
+    for p in others:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(others, flags):
+            p.requires_grad_(flag)
 
 
 # --------------------------------------------------------------------------- using a trained model

@@ -7,10 +7,13 @@ into the multinomial likelihood head. Input dropout is the bound's
 corruption (``bound.corruption = "dropout"``), so the denoising form comes
 from ``corruption.py``; the KL weight (annealed beta, or RecVAE's
 gamma * |x_u|) from the task. Inputs may be dense or torch CSR
-(``elbolab.sparse``); the first layer never densifies a CSR batch.
+(``elbolab.sparse``); the first layer (``SparseLinear``) never densifies a
+CSR batch.
 
 The condition ``c`` of these models is the user's own clean history (the
-recommendation task passes c = x); only RecVAE's prior reads it.
+recommendation task passes c = x). The encoders divide their (dropped-out)
+input by the norm of c, i.e. normalise, then drop out, as Liang et al.'s and
+Shenbin et al.'s code do; RecVAE's prior also reads c.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from ..distributions import MultinomialHead, PointMass, diagonal_gaussian
 from ..errors import ConfigError
 from ..nets import activation, mlp
 from ..priors import CompositePrior, StandardNormal
-from ..sparse import l2_normalize_rows
+from ..sparse import SparseLinear, l2_normalize_rows
 from .base import LatentVariableModel, LogWeights
 from .vae import VAE
 
@@ -36,13 +39,14 @@ class MultVAE(VAE):
 
     def __init__(self, data_dim: int, latent_dim: int = 200, hidden: Sequence[int] = (600,), activation: str = "tanh") -> None:
         super().__init__(data_dim, latent_dim, hidden, activation, likelihood="multinomial")
+        self.encoder.trunk[0] = SparseLinear.from_linear(self.encoder.trunk[0])  # same initial weights, sparse-aware
 
     @staticmethod
     def kwargs_from_config(cfg: ModelConfig, data_dim: int) -> dict:
         return dict(data_dim=data_dim, latent_dim=cfg.latent_dim, hidden=list(cfg.hidden), activation=cfg.activation)
 
     def posterior(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
-        return self.encoder(l2_normalize_rows(x))
+        return self.encoder(l2_normalize_rows(x, norms_of=c))
 
 
 class MultDAE(VAE):
@@ -58,6 +62,7 @@ class MultDAE(VAE):
         LatentVariableModel.__init__(self)  # not VAE.__init__: its Gaussian encoder is not this model's
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.encoder = mlp([data_dim, latent_dim], activation, final_act=True)
+        self.encoder[0] = SparseLinear.from_linear(self.encoder[0])
         self.head = MultinomialHead(data_dim)
         self.decoder = mlp([latent_dim, data_dim])
         self.prior_dist = StandardNormal(latent_dim)
@@ -67,23 +72,24 @@ class MultDAE(VAE):
         return dict(data_dim=data_dim, latent_dim=cfg.latent_dim, activation=cfg.activation)
 
     def posterior(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
-        return PointMass(self.encoder(l2_normalize_rows(x)))  # [B, latent_dim]
+        return PointMass(self.encoder(l2_normalize_rows(x, norms_of=c)))  # [B, latent_dim]
 
 
 class RecVAEEncoder(nn.Module):
     """RecVAE's encoder (Shenbin et al. 2020, sec. 3.1 and their code): x / ||x||, then 5 dense layers with
-    swish, layer norm (eps 0.1) and dense skip sums h_l = LN(swish(W_l h_{l-1} + sum_{j<l} h_j)), then mu, log var."""
+    swish, layer norm (eps 0.1) and dense skip sums h_l = LN(swish(W_l h_{l-1} + sum_{j<l} h_j)), then mu, log var.
+    ``c`` (the clean history) gives the norm when x is a dropped-out copy (normalise, then drop out)."""
 
     def __init__(self, in_features: int, hidden: int = 600, n_layers: int = 5, latent_dim: int = 200) -> None:
         super().__init__()
         self.in_features = in_features
-        self.layers = nn.ModuleList([nn.Linear(in_features if i == 0 else hidden, hidden) for i in range(n_layers)])
+        self.layers = nn.ModuleList([SparseLinear(in_features, hidden), *(nn.Linear(hidden, hidden) for _ in range(n_layers - 1))])
         self.norms = nn.ModuleList([nn.LayerNorm(hidden, eps=0.1) for _ in range(n_layers)])
         self.act = activation("swish")
         self.head = nn.Linear(hidden, 2 * latent_dim)
 
-    def forward(self, x: torch.Tensor) -> Distribution:
-        h = self.norms[0](self.act(self.layers[0](l2_normalize_rows(x))))  # [B, hidden]; sparse matmul for CSR x
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
+        h = self.norms[0](self.act(self.layers[0](l2_normalize_rows(x, norms_of=c))))  # [B, hidden]; gather-sum for CSR x
         skip = h
         for layer, norm in zip(self.layers[1:], self.norms[1:]):
             h = norm(self.act(layer(h) + skip))
@@ -128,7 +134,7 @@ class RecVAE(LatentVariableModel):
         return dict(data_dim=data_dim, latent_dim=cfg.latent_dim, hidden=cfg.hidden[0], n_layers=len(cfg.hidden))
 
     def posterior(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
-        return self.encoder(x)
+        return self.encoder(x, c)
 
     def prior(self, c: torch.Tensor | None = None) -> Distribution:
         return self.prior_dist(c)
