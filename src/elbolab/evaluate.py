@@ -65,8 +65,12 @@ def dissect(
     seed: int = 0,
     progress: bool = False,
     total: int | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Every term of the bound on the examples of ``batches``, as plain numbers (the content of eval.json)."""
+    """Every term of the bound on the examples of ``batches``, as plain numbers (the content of eval.json).
+
+    ``compile`` runs each chunk of log-weights through torch.compile (``eval.compile``; same draws, equal up to rounding).
+    """
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
         raise ConfigError(f"ks must be positive integers, got {ks}")
@@ -77,7 +81,7 @@ def dissect(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for x, c in tqdm(batches, total=total, desc="evaluate", disable=not progress, leave=False):
-            terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk)
+            terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk, compile=compile)
             for k, values in bound_curve(terms.log_weights, ks).items():
                 rows[f"L_{k}"].append(values.cpu())
             rows["reconstruction"].append(terms.reconstruction.cpu())
@@ -147,6 +151,7 @@ def evaluate(
         seed=seed,
         progress=progress,
         total=-(-n_total // batch_size),
+        compile=cfg.compile,
     )
     result = {"run": str(run), "preset": config.preset, "task": config.task, "model": config.model.name,
               "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta, **result}
