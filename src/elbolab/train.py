@@ -183,9 +183,7 @@ def fit(
     optimizers: Optimizers = optimizer if isinstance(optimizer, dict) else {"all": optimizer}
     planned = hasattr(task, "update_plan")
     plan: list[Phase] = task.update_plan(model) if planned else [Phase()]
-    batch_loss = _batch_loss(task, planned)
-    if getattr(cfg, "compile", False):
-        batch_loss = compiled(batch_loss, "train.compile")
+    loss_fn = compiled(task.loss, "train.compile") if cfg.compile else task.loss  # speed (issue 2): one fused graph
     for epoch in range(state["epoch"], cfg.epochs):
         lr = schedule(epoch, cfg.lr)
         for group in (g for opt in optimizers.values() for g in opt.param_groups):
@@ -204,7 +202,8 @@ def fit(
             dynamic_ncols=True,
         )
         for i, (phase, batch) in enumerate(bar):
-            loss, batch_sums, batch_size, beta = batch_loss(model, batch, state["step"], phase)
+            terms = loss_fn(model, batch, state["step"], phase) if planned else loss_fn(model, batch, state["step"])
+            loss = terms.loss()
             if not torch.isfinite(loss):
                 bar.close()
                 kept = f"{run / CHECKPOINT} (after epoch {state['epoch']})" if state["epoch"] else "no checkpoint yet"
@@ -217,8 +216,9 @@ def fit(
             loss.backward()
             optimizers[phase.optimizer].step()
             state["step"] += 1
-            sums += batch_sums
-            n_examples += batch_size
+            sums += torch.stack([terms.value.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()
+            n_examples += terms.value.shape[0]
+            beta = terms.beta
             if progress and (i % 25 == 0):
                 b, r, k = (sums / n_examples).tolist()
                 bar.set_postfix(bound=f"{b:.2f}", rec=f"{r:.2f}", kl=f"{k:.2f}", beta=f"{beta:.3g}", refresh=False)
@@ -242,20 +242,6 @@ def fit(
         save_checkpoint(run, _checkpoint(model, optimizer, generator, state, device))
         if progress:
             print(_epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
-
-
-def _batch_loss(task: Task, planned: bool):
-    """The per-step function of the loop: (model, batch, step, phase) -> (loss, [3] sums of bound / rec / kl, examples, beta).
-
-    One function so ``train.compile`` can fuse the bound, its terms and their
-    sums (and, through autograd, the backward) into one graph.
-    """
-    def batch_loss(model, batch, step: int, phase: Phase):
-        terms = task.loss(model, batch, step, phase) if planned else task.loss(model, batch, step)
-        sums = torch.stack([terms.value.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()  # [3]
-        return terms.loss(), sums, terms.value.shape[0], terms.beta
-
-    return batch_loss
 
 
 def _planned_batches(model, task: Task, plan: list[Phase], generator: torch.Generator):
