@@ -9,11 +9,25 @@ pythae runs in its own virtual environment (it is no dependency of elbolab):
 
 Throughput is measured on real epochs of elbolab.train (the first
 --n-images MNIST training images, dynamically binarized, batch 100, fused
-Adam), the first epoch discarded as warm-up; pythae's BaseTrainer gets the
-same images (binarized once), networks, batch and Adam settings. FLOPs count 2 per multiply-add in every Linear layer (encoder once
-per image, decoder once per sample) and a backward pass costing twice the
-forward one; the fraction is that rate over the best of several 2048 x 2048
-float32 matmuls on the same threads.
+Adam), eager and with ``train.compile=true``, the first epoch (which holds
+the compilation) discarded as warm-up; pythae's BaseTrainer gets the same
+images (binarized once), networks, batch and Adam settings.
+
+FLOPs are the matmul FLOPs the step actually executes, 2 per multiply-add.
+For a Linear layer with n_in inputs, n_out outputs and R rows (R = B for
+the encoder's layers, k * B for the decoder's):
+
+    forward           2 R n_in n_out
+    backward, dW      2 R n_in n_out
+    backward, dX      2 R n_in n_out   (not for the encoder's first layer: x needs no gradient)
+
+Elementwise work (tanh, softplus, log-densities, Adam) is not counted. The
+fraction is that rate over the best of several 2048 x 2048 float32 matmuls
+on the same threads. The "matmul bound" column times exactly those matmuls
+of one step (torch.mm at the step's shapes, each timed alone with hot
+caches, nothing else): no implementation of this model on this CPU, at this
+batch, can exceed it. (Small cache-resident matmuls can run faster than the
+2048 x 2048 peak, so the bound may exceed 100% at 1 thread.)
 """
 from __future__ import annotations
 
@@ -35,6 +49,7 @@ from elbolab.data import binarize, load_mnist
 from elbolab.runs import read_metrics
 
 KS = (1, 5, 50)
+CHUNKINGS = ((10, 250), (20, 250), (40, 125), (50, 200), (100, 100))  # (test images, samples) per log-weights pass, compiled
 
 
 def peak_matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -50,14 +65,41 @@ def peak_matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / min(times) / 1e9
 
 
-def linear_flops(module: torch.nn.Module) -> int:
-    """Forward FLOPs of every Linear layer in ``module`` for one input row."""
-    return sum(2 * m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+def step_matmuls(model: torch.nn.Module, k: int, batch: int) -> list[tuple[int, int, int, str]]:
+    """The (rows, inner, cols, what) matmuls of one training step, forward and backward (see the module docstring)."""
+    shapes = []
+    for part, rows in (("encoder", batch), ("decoder", k * batch)):
+        linears = [m for m in getattr(model, part).modules() if isinstance(m, torch.nn.Linear)]
+        for i, m in enumerate(linears):
+            shapes.append((rows, m.in_features, m.out_features, f"{part} forward"))
+            shapes.append((m.out_features, rows, m.in_features, f"{part} dW"))
+            if not (part == "encoder" and i == 0):
+                shapes.append((rows, m.out_features, m.in_features, f"{part} dX"))
+    return shapes
 
 
 def training_flops_per_image(model: torch.nn.Module, k: int) -> int:
-    """Forward + backward (= 3 x forward) FLOPs of one image with k importance samples."""
-    return 3 * (linear_flops(model.encoder) + k * linear_flops(model.decoder))
+    """Matmul FLOPs of one image's share of a training step with k importance samples (fwd + bwd)."""
+    return sum(2 * r * n * m for r, n, m, _ in step_matmuls(model, k, 1))
+
+
+def matmul_bound_seconds(model: torch.nn.Module, k: int, batch: int, repeats: int = 20) -> float:
+    """Seconds of only the matmuls of one step at these shapes: the sum of each one's best of ``repeats``.
+
+    Each matmul is timed on its own with its operands hot in cache (the most
+    favourable case), so the sum is a lower bound on any step's matmul time.
+    """
+    total = 0.0
+    for r, n, m, _ in step_matmuls(model, k, batch):
+        a, b = torch.randn(r, n), torch.randn(n, m)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        total += best
+    return total
 
 
 def subset_npz(n_images: int, directory: Path) -> Path:
@@ -69,12 +111,12 @@ def subset_npz(n_images: int, directory: Path) -> Path:
     return path
 
 
-def elbolab_epochs(k: int, batch_size: int, epochs: int, data: Path) -> tuple[list[float], torch.nn.Module]:
-    """Seconds of each measured training epoch (the first discarded), and the model."""
+def elbolab_epochs(k: int, batch_size: int, epochs: int, data: Path, compile: bool) -> tuple[list[float], torch.nn.Module]:
+    """Seconds of each measured training epoch (the first, with any compilation, discarded), and the model."""
     preset = "vae-mnist" if k == 1 else "iwae-mnist-k5"
     overrides = [f"train.epochs={epochs + 1}", f"train.batch_size={batch_size}", "train.eval_subset=0",
                  f"bound.k={k}", "train.lr_schedule='constant'", f"data.name={str(data)!r}",
-                 "data.train_splits=['train']"]
+                 "data.train_splits=['train']", f"train.compile={str(compile).lower()}"]
     config = elbolab.apply_overrides(elbolab.load_preset(preset), overrides)
     with tempfile.TemporaryDirectory() as tmp:
         run = elbolab.train(config, Path(tmp) / "run", progress=False)
@@ -93,14 +135,16 @@ def pythae_epochs(python: str, k: int, batch_size: int, epochs: int, data: Path,
 
 
 @torch.inference_mode()
-def log_likelihood_seconds(model: torch.nn.Module, n_images: int, k: int = 5000) -> float:
-    """Seconds for the k-sample log-likelihood of ``n_images`` test images, with evaluate's default chunking."""
+def log_likelihood_seconds(model: torch.nn.Module, n_images: int, batch: int, k_chunk: int, compile: bool,
+                           k: int = 5000) -> float:
+    """Seconds for the k-sample log-likelihood of ``n_images`` test images (after one warm-up batch)."""
     arrays = load_mnist()
     x = binarize(torch.from_numpy(arrays["x_test"][:n_images]), "dynamic", torch.Generator().manual_seed(0))
-    defaults = elbolab.Config().eval
+    for rows in {batch, n_images % batch} - {0}:  # every batch shape once, so no compilation is timed
+        elbolab.importance_sample(model, x[:rows], k=k, k_chunk=k_chunk, compile=compile)
     start = time.perf_counter()
-    for i in range(0, n_images, defaults.batch_size):
-        elbolab.importance_sample(model, x[i : i + defaults.batch_size], k=k, k_chunk=defaults.k_chunk)
+    for i in range(0, n_images, batch):
+        elbolab.importance_sample(model, x[i : i + batch], k=k, k_chunk=k_chunk, compile=compile)
     return time.perf_counter() - start
 
 
@@ -110,40 +154,60 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="measured epochs per setting (after one warm-up)")
     parser.add_argument("--n-images", type=int, default=12_000, help="training images per epoch (rates scale to 60k)")
     parser.add_argument("--n-test", type=int, default=500, help="test images for the k=5000 timing (scaled to 10k)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--pythae", metavar="PYTHON", help="python of a venv with pythae, to measure it side by side")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     peak = peak_matmul_gflops()
     print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"float32 matmul peak {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}")
     print(f"{args.n_images} training images per epoch, batch {args.batch_size}, {args.epochs} measured epochs\n")
-    rows, ll_seconds = [], None
+    rows, models = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         data = subset_npz(args.n_images, Path(tmp))
         for k in KS:
-            ours, model = elbolab_epochs(k, args.batch_size, args.epochs, data)
+            eager, _ = elbolab_epochs(k, args.batch_size, args.epochs, data, compile=False)
+            fast, model = elbolab_epochs(k, args.batch_size, args.epochs, data, compile=True)
+            models[k] = model
             theirs = (pythae_epochs(args.pythae, k, args.batch_size, args.epochs, data, torch.get_num_threads())
                       if args.pythae else [])
-            ours_s = statistics.median(ours)
-            rate = args.n_images / ours_s
-            gflops = rate * training_flops_per_image(model, k) / 1e9
-            rows.append((k, ours_s, rate, gflops, statistics.median(theirs) if theirs else None))
-            if k == 1:
-                ll_seconds = log_likelihood_seconds(model, args.n_test)
+            flops = training_flops_per_image(model, k) * args.batch_size  # per step
+            bound = flops / matmul_bound_seconds(model, k, args.batch_size) / 1e9
+            rows.append((k, statistics.median(eager), statistics.median(fast), flops / args.batch_size, bound,
+                         statistics.median(theirs) if theirs else None))
 
-    header = "| k | elbolab s/epoch | images/s | model GFLOP/s | % of matmul peak |"
-    header += " pythae s/epoch | speed-up |" if args.pythae else ""
+    header = "| k | eager s/epoch | compiled s/epoch | images/s | model GFLOP/s | % of matmul peak | matmul bound |"
+    header += " pythae s/epoch | speed-up (compiled) | speed-up ceiling |" if args.pythae else ""
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    for k, ours_s, rate, gflops, theirs_s in rows:
-        line = f"| {k} | {ours_s:.2f} | {rate:,.0f} | {gflops:.1f} | {100 * gflops / peak:.0f}% |"
+    for k, eager_s, fast_s, per_image, bound, theirs_s in rows:
+        rate = args.n_images / fast_s
+        gflops = rate * per_image / 1e9
+        line = (f"| {k} | {eager_s:.2f} | {fast_s:.2f} | {rate:,.0f} | {gflops:.1f} | {100 * gflops / peak:.0f}% | "
+                f"{100 * bound / peak:.0f}% |")
         if args.pythae:
-            line += f" {theirs_s:.2f} | {theirs_s / ours_s:.1f}x |"
+            matmul_only_s = args.n_images * per_image / (bound * 1e9)  # an epoch of nothing but the step's matmuls
+            line += f" {theirs_s:.2f} | {theirs_s / fast_s:.1f}x | {theirs_s / matmul_only_s:.1f}x |"
         print(line)
-    per_image = ll_seconds / args.n_test
-    print(f"\nlog-likelihood, k = 5000: {ll_seconds:.1f} s for {args.n_test} test images "
-          f"= {per_image * 10_000 / 60:.1f} min for all 10,000 (batch 10 x k_chunk 250)")
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print("\nmatmul FLOPs per image (fwd + bwd, see the docstring): "
+          + ", ".join(f"k={k}: {training_flops_per_image(models[k], k) / 1e6:.2f} M" for k in KS))
+    print("matmul bound = only the step's matmuls at batch "
+          f"{args.batch_size} (torch.mm at its shapes) as a share of the peak: the ceiling for '% of matmul peak'")
+    if args.pythae:
+        print("speed-up ceiling = pythae's epoch over an epoch of only the matmul-bound steps: no trainer of these "
+              "networks at this batch can beat pythae by more")
+
+    print(f"\nlog-likelihood, k = 5000, {args.n_test} test images, scaled to all 10,000:")
+    print("| test images x samples per pass | compile | seconds | min for 10k |")
+    print("|---|---|---|---|")
+    default = elbolab.Config().eval
+    for (batch, k_chunk), compile in [((default.batch_size, default.k_chunk), False)] + [(c, True) for c in CHUNKINGS]:
+        seconds = log_likelihood_seconds(models[1], args.n_test, batch, k_chunk, compile)
+        print(f"| {batch} x {k_chunk} | {'yes' if compile else 'no'} | {seconds:.1f} | "
+              f"{seconds / args.n_test * 10_000 / 60:.1f} |")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,8 @@ class TrainConfig:
     decoder_passes: int = 1  # then passes updating the decoder (no dropout)
     # distributed training and mixed precision (issue 7)
     precision: str = "fp32"  # fp32, or bf16 (autocast; needs a CUDA GPU with bfloat16)
+    # speed (issue 2)
+    compile: bool = False  # fuse each step's loss and gradient with torch.compile (inductor); same numbers up to rounding
 
 
 @dataclass
@@ -130,6 +132,8 @@ class EvalConfig:
     # imputation (issue 5)
     num_imputations: int = 10  # draws of z from the prior network per row for the test imputation metrics
     test_mask_level: float = 0.5  # MCAR share hidden in the test rows (the VAEAC paper's 50%)
+    # speed (issue 2)
+    compile: bool = False  # fuse the k-sample log-weights of each chunk with torch.compile (inductor)
 
 
 @dataclass

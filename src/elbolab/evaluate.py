@@ -66,8 +66,12 @@ def dissect(
     seed: int = 0,
     progress: bool = False,
     total: int | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Every term of the bound on the examples of ``batches``, as plain numbers (the content of eval.json)."""
+    """Every term of the bound on the examples of ``batches``, as plain numbers (the content of eval.json).
+
+    ``compile`` runs each chunk of log-weights through torch.compile (``eval.compile``; same draws, equal up to rounding).
+    """
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
         raise ConfigError(f"ks must be positive integers, got {ks}")
@@ -80,7 +84,7 @@ def dissect(
             if i % world != rank:  # under torchrun, rank r takes batches r, r + N, ...
                 continue
             torch.manual_seed(batch_seed(seed, i))  # each batch its own stream: the numbers do not depend on N
-            parts.append((i, _dissect_batch(model, x, c, ks, k_chunk)))
+            parts.append((i, _dissect_batch(model, x, c, ks, k_chunk, compile)))
     parts = sorted((p for rank_parts in distributed.all_gather(parts) for p in rank_parts), key=lambda p: p[0])
     rows = {name: [values[name].cpu() for _, values in parts] for name in (parts[0][1] if parts else {})}
     if not rows:
@@ -111,9 +115,11 @@ def batch_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
 
-def _dissect_batch(model: LatentVariableModel, x, c, ks: Sequence[int], k_chunk: int) -> dict[str, torch.Tensor]:
+def _dissect_batch(
+    model: LatentVariableModel, x, c, ks: Sequence[int], k_chunk: int, compile: bool = False
+) -> dict[str, torch.Tensor]:
     """Per-example terms of one test batch: L_k for every k, reconstruction, KL, E_q[z] and (if factorised) KL per dimension."""
-    terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk)
+    terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk, compile=compile)
     out = {f"L_{k}": values for k, values in bound_curve(terms.log_weights, ks).items()}
     out["reconstruction"], out["kl"] = terms.reconstruction, terms.kl
     q, p = model.posterior(x, c), model.prior(c)
@@ -164,6 +170,7 @@ def evaluate(
         seed=seed,
         progress=progress,
         total=-(-n_total // batch_size),
+        compile=cfg.compile,
     )
     result = {"run": str(run), "preset": config.preset, "task": config.task, "model": config.model.name,
               "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta, **result}

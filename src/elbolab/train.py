@@ -9,13 +9,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
 from . import __version__
 from . import distributed
+from .compiled import compiled
 from .config import Config, to_dict
 from .bounds import BoundTerms
 from .errors import ConfigError, RunError, TrainingError
@@ -218,7 +219,8 @@ def fit(
     optimizers: Optimizers = optimizer if isinstance(optimizer, dict) else {"all": optimizer}
     planned = hasattr(task, "update_plan")
     plan: list[Phase] = task.update_plan(model) if planned else [Phase()]
-    objective = objective_module(model, task, planned)
+    loss_fn = compiled(task.loss, "train.compile") if cfg.compile else task.loss  # speed (issue 2): one fused graph
+    objective = objective_module(model, task, planned, loss_fn)
     world, main = distributed.world_size(), distributed.is_main()
     progress = progress and main
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
@@ -314,19 +316,21 @@ class _Objective(torch.nn.Module):
     the one module whose forward does, and only for DDP's gradient hooks.
     """
 
-    def __init__(self, model: LatentVariableModel, task: Task, planned: bool) -> None:
+    def __init__(self, model: LatentVariableModel, loss: Callable[..., BoundTerms], planned: bool) -> None:
         super().__init__()
-        self.model, self.task, self.planned = model, task, planned
+        self.model, self.loss, self.planned = model, loss, planned
 
     def forward(self, batch, step: int, phase: Phase):
         if self.planned:
-            return self.task.loss(self.model, batch, step, phase)
-        return self.task.loss(self.model, batch, step)
+            return self.loss(self.model, batch, step, phase)
+        return self.loss(self.model, batch, step)
 
 
-def objective_module(model: LatentVariableModel, task: Task, planned: bool) -> torch.nn.Module:
-    """The loss module: plain in one process, DDP-wrapped (gradients averaged over ranks) under torchrun."""
-    objective = _Objective(model, task, planned)
+def objective_module(
+    model: LatentVariableModel, task: Task, planned: bool, loss: Callable[..., BoundTerms] | None = None
+) -> torch.nn.Module:
+    """The loss module over ``loss`` (default ``task.loss``): plain in one process, DDP-wrapped under torchrun."""
+    objective = _Objective(model, loss or task.loss, planned)
     if not distributed.active():
         return objective
     device = next(model.parameters()).device
