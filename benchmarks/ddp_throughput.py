@@ -5,7 +5,8 @@
 For each model it times its number of ``--steps`` updates of the trainer's own update
 (``elbolab.train.update``: shard the global batch, DDP backward, Adam step;
 batch production included) after 2 warm-up updates, in one process with 2
-threads, then in 2 gloo processes of 1 thread each under torchrun (the same
+threads (the whole machine), in one process with 1 thread (what each rank
+gets), and in 2 gloo processes of 1 thread each under torchrun (the same
 global batch of the preset: 20 images for the VAE, as in the IWAE paper, 500 users for Mult-VAE). Mult-VAE
 runs on the synthetic ML-20M-shaped data (136,677 users, 20,108 items).
 
@@ -118,12 +119,12 @@ def time_evaluation(task, model) -> tuple[float, str]:
     return time.perf_counter() - start, what
 
 
-def run(preset: str, nproc: int, steps: int) -> dict:
-    """One measurement in a fresh process tree: ``nproc`` ranks of (2 // nproc) threads each."""
+def run(preset: str, nproc: int, steps: int, threads: int | None = None) -> dict:
+    """One measurement in a fresh process tree: ``nproc`` ranks of ``threads`` (default: cores // nproc) threads each."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         args = [__file__, "--worker", preset, "--steps", str(steps), "--result", str(result)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // nproc))}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads or max(1, (os.cpu_count() or 2) // nproc))}
         if nproc == 1:
             command = [sys.executable, *args]
         else:
@@ -162,19 +163,22 @@ def main() -> None:
     estimates, evaluations = [], []
     for preset, n in zip(models, steps):
         one = run(preset, 1, n)
+        single = run(preset, 1, n, threads=1)  # the worker the 2 ranks each are
         two = run(preset, 2, n)
-        for r in (one, two):
+        for r in (one, single, two):
             print(f"| {preset} | {r['world_size']} x {r['threads']} | {r['batch']} | {r['seconds_per_update']:.4f} | "
                   f"{r['examples_per_second']:,.0f} | {r['examples_per_second'] / one['examples_per_second']:.2f}x | "
                   f"{one['flops_per_update'] / 1e9:.2f} | {r['allreduce_bytes'] / 1e6:.1f} | "
                   f"{r.get('allreduce_seconds', float('nan')):.4f} |", flush=True)
-        evaluations.append((preset, one, two))
+        evaluations.append((preset, one, single, two))
         if preset.startswith("mult-"):
             estimates.append((preset, one))
-    print("\n| model | test-time job | 1 process s | 2 processes s | speed-up |\n|---|---|---|---|---|")
-    for preset, one, two in evaluations:
-        print(f"| {preset} | {one['eval_what']} | {one['eval_seconds']:.1f} | {two['eval_seconds']:.1f} | "
-              f"{one['eval_seconds'] / two['eval_seconds']:.2f}x |")
+    print("\n| model | test-time job | 1 x 2 threads s | 1 x 1 thread s | 2 x 1 thread s | 2 x 1 vs 1 x 2 | 2 x 1 vs 1 x 1 |")
+    print("|---|---|---|---|---|---|---|")
+    for preset, one, single, two in evaluations:
+        print(f"| {preset} | {one['eval_what']} | {one['eval_seconds']:.1f} | {single['eval_seconds']:.1f} | "
+              f"{two['eval_seconds']:.1f} | {one['eval_seconds'] / two['eval_seconds']:.2f}x | "
+              f"{single['eval_seconds'] / two['eval_seconds']:.2f}x |")
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     for preset, one in estimates:
         print()
