@@ -86,7 +86,7 @@ def dissect(
             torch.manual_seed(batch_seed(seed, i))  # each batch its own stream: the numbers do not depend on N
             parts.append((i, _dissect_batch(model, x, c, ks, k_chunk, compile)))
     parts = sorted((p for rank_parts in distributed.all_gather(parts) for p in rank_parts), key=lambda p: p[0])
-    rows = {name: [values[name].cpu() for _, values in parts] for name in (parts[0][1] if parts else {})}
+    rows = {name: [values[name] for _, values in parts] for name in (parts[0][1] if parts else {})}  # already on the CPU
     if not rows:
         raise ConfigError("no test examples to evaluate")
     means, kl_dims = rows.pop("posterior_mean"), rows.pop("kl_per_dim", [])
