@@ -13,7 +13,16 @@ batch (first layer, decoder, multinomial term, Adam) and a bare
 [500, 600] x [600, I] matmul, whose GFLOP/s bound the decoder's three
 matmuls (forward, input gradient, weight gradient).
 
+With ``--epochs N`` it instead trains the ``mult-vae-ml20m`` preset for N
+whole epochs through ``elbolab.train`` (the trainer the ``elbolab train``
+command runs: shuffling, batching, the progress bar, metrics and a
+checkpoint per epoch) and prints each epoch's ``train_seconds`` from
+metrics.jsonl, with a 2048^3 float32 matmul timed before and after as the
+machine's speed at that moment (this shared machine's varies by 10-20%
+from minute to minute).
+
     OMP_NUM_THREADS=2 python benchmarks/cf_speed.py --threads 2 --batches 20 --breakdown
+    OMP_NUM_THREADS=2 python benchmarks/cf_speed.py --threads 2 --epochs 3
 """
 from __future__ import annotations
 
@@ -24,8 +33,13 @@ import resource
 import sys
 import time
 
+import statistics
+import tempfile
+from pathlib import Path
+
 import torch
 
+import elbolab
 from elbolab.config import apply_overrides, load_preset
 from elbolab.data.interactions import liang_split, synthetic_interactions
 from elbolab.ranking import rank_users, summarize
@@ -108,14 +122,45 @@ def breakdown(task: RecommendationTask) -> dict:
     return {"n_parameters": sum(p.numel() for p in model.parameters()), **parts}
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """float32 GFLOP/s of an n x n x n matmul: the machine's speed now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def whole_epochs(epochs: int) -> dict:
+    """Train mult-vae-ml20m on the synthetic data for ``epochs`` epochs with elbolab.train; seconds per epoch."""
+    config = apply_overrides(load_preset("mult-vae-ml20m"), ["data.name='synthetic-ml20m'", f"train.epochs={epochs}"])
+    before = matmul_gflops()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = elbolab.train(config, Path(tmp) / "run", progress=False)
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    seconds = [r["train_seconds"] for r in records]
+    return {"model": "mult-vae-ml20m", "epochs": epochs, "train_seconds": seconds,
+            "median_train_seconds": statistics.median(seconds),
+            "validation_seconds": [r["seconds"] - r["train_seconds"] for r in records],
+            "valid_ndcg@100": [r["valid_ndcg@100"] for r in records],
+            "matmul_gflops_before_after": [before, matmul_gflops()], "peak_rss_gib": peak_rss_gib(),
+            "load_average": os.getloadavg()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=20, help="timed updates per model")
     parser.add_argument("--eval-users", type=int, default=10_000)
     parser.add_argument("--breakdown", action="store_true", help="also time the parts of one update")
+    parser.add_argument("--epochs", type=int, default=0, help="train Mult-VAE this many whole epochs instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    elbolab.reuse_freed_memory()  # as the elbolab command does
+    if args.epochs:
+        print(json.dumps({"threads": args.threads, **whole_epochs(args.epochs)}), flush=True)
+        return
     out = {"threads": args.threads, "load_average": os.getloadavg()}
 
     start = time.perf_counter()

@@ -70,6 +70,16 @@ def test_multinomial_click_term_matches_log_softmax_in_value_and_gradient():
                                     (torch.randn(6, 30, dtype=torch.float64, requires_grad=True),))
 
 
+def test_multinomial_click_term_keeps_float32_precision_for_widely_spread_logits():
+    # lse = max(logits) - log max(softmax) must equal logsumexp where a naive exp would overflow or underflow
+    sparse, dense = _clicks()
+    logits = torch.randn(6, 30) * 40 + torch.linspace(-80, 80, 6)[:, None]  # rows far apart, spread 100+ nats
+    reference = (torch.log_softmax(logits.double(), -1) * dense.double()).sum(-1)
+    n = dense.double().sum(-1)
+    value = multinomial_log_prob(logits, sparse).double() - torch.lgamma(n + 1) + torch.lgamma(dense.double() + 1).sum(-1)
+    assert torch.allclose(value, reference, rtol=1e-5, atol=1e-3)
+
+
 def test_encoder_input_is_normalised_by_the_clean_norm_then_dropped_out():
     # Liang et al.'s and Shenbin et al.'s code: h = dropout(x / ||x||), not x~ / ||x~|| of the dropped-out x~.
     sparse, dense = _clicks()

@@ -28,6 +28,7 @@ Public API:
     sample_completions, completion_grid   quadrant completions drawn from the prior network
     VAEACImputer                     scikit-learn-style imputer (VAEAC, issue 5)
     inference_gaps, analyze_gaps     approximation and amortization gaps (Cremer et al. 2018)
+    reuse_freed_memory()             keep freed CPU memory for reuse (what the elbolab command does)
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from .models import MODELS, LatentVariableModel, build_model
 from .runs import load
 from .train import train
 from .imputer import VAEACImputer  # imputation (issue 5)
+from .memory import reuse_freed_memory  # CPU speed (issue 3)
 
 # the ELBO analysis report and sweeps (issue 6)
 from .report import write_report
@@ -88,4 +90,5 @@ __all__ = [
     "LocalOptimization",
     "analyze_gaps",
     "inference_gaps",
+    "reuse_freed_memory",
 ]

@@ -421,7 +421,9 @@ def _int_list(text: str, option: str) -> list[int]:
 def main() -> None:
     """Entry point of the ``elbolab`` script."""
     from . import distributed
+    from .memory import reuse_freed_memory
 
+    reuse_freed_memory()  # large CPU tensors without page faults (memory.py)
     try:
         app()
     finally:

@@ -4,7 +4,7 @@ A batch of 500 ML-20M users is 500 x 20,108 entries of which ~0.4% are
 non-zero. Kept sparse, the encoder's first layer (:class:`SparseLinear`) is a
 gather-sum over the clicked items whose weight gradient touches only the
 clicked rows, and the multinomial log-likelihood reads only the clicked
-items' logits (plus one logsumexp per row); nothing here ever densifies a
+items' logits (plus one fused softmax per row); nothing here ever densifies a
 row. Every function also accepts a dense tensor, so the same model code
 serves both.
 """
@@ -84,30 +84,35 @@ def dropout_values(x: torch.Tensor, level: float, generator: torch.Generator | N
 
 
 class _ClickLogLikelihood(torch.autograd.Function):
-    """sum_i x_ui log softmax(logits_u)_i = sum_{i clicked} x_ui logits_ui - n_u logsumexp(logits_u), n_u = sum_i x_ui.
+    """sum_i x_ui log softmax(logits_u)_i = sum_{i clicked} x_ui logits_ui - n_u lse_u, n_u = sum_i x_ui.
 
-    Forward reads the clicked logits and one logsumexp per row (no [.., B, I] log-softmax is kept);
-    backward writes the one dense gradient g_u (x_u - n_u softmax(logits_u)) in place, instead of the
-    log-softmax output, its gradient and an index_put (with its sort) that autograd would allocate.
+    Forward is one fused softmax over the items plus two max passes:
+    lse_u = max_i logits_ui - log max_i softmax_ui (the largest probability
+    is exp(0) / sum_i exp(logits_ui - max), never below 1 / I, so this is
+    logsumexp without its underflow risk), which on [500, 20108] takes about
+    half the time of ``torch.logsumexp`` (four passes). Backward writes the
+    one dense gradient g_u (x_u - n_u softmax(logits_u)) from the saved
+    softmax with a single multiply, instead of the log-softmax gradient and an
+    index_put (with its sort) that autograd would allocate.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, rows: torch.Tensor, flat: torch.Tensor, values: torch.Tensor,
                 n: torch.Tensor) -> torch.Tensor:
         s, b, items = logits.shape  # [S, B, I]
-        lse = torch.logsumexp(logits, dim=-1)  # [S, B]
+        probs = torch.softmax(logits, dim=-1)  # [S, B, I]
+        lse = logits.amax(-1) - probs.amax(-1).log()  # [S, B]
         picked = logits.reshape(s, b * items).index_select(1, flat) * values  # [S, nnz]
         out = torch.zeros_like(lse).index_add_(1, rows, picked) - n * lse  # [S, B]
-        ctx.save_for_backward(logits, lse, rows, flat, values, n)
+        ctx.save_for_backward(probs, rows, flat, values, n)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: torch.Tensor):
-        logits, lse, rows, flat, values, n = ctx.saved_tensors
-        s, b, items = logits.shape
-        grad = torch.sub(logits, lse.unsqueeze(-1)).exp_()  # softmax, [S, B, I]: the only dense allocation
-        grad.mul_((-g * n).unsqueeze(-1))
+        probs, rows, flat, values, n = ctx.saved_tensors
+        s, b, items = probs.shape
+        grad = torch.mul(probs, (-g * n).unsqueeze(-1))  # -g_u n_u softmax, [S, B, I]: the only dense allocation
         grad.view(s, b * items).index_add_(1, flat, g[:, rows] * values)  # + g_u x_ui at the clicks
         return grad, None, None, None, None
 

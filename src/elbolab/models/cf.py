@@ -27,7 +27,7 @@ from torch.distributions import Distribution
 from ..config import ModelConfig
 from ..distributions import MultinomialHead, PointMass, diagonal_gaussian
 from ..errors import ConfigError
-from ..nets import activation, mlp
+from ..nets import Linear, activation, mlp
 from ..priors import CompositePrior, StandardNormal
 from ..sparse import SparseLinear, l2_normalize_rows
 from .base import LatentVariableModel, LogWeights
@@ -123,7 +123,7 @@ class RecVAE(LatentVariableModel):
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.encoder = RecVAEEncoder(data_dim, hidden, n_layers, latent_dim)
         self.prior_dist = CompositePrior(copy.deepcopy(self.encoder), latent_dim, tuple(mixture_weights))
-        self.decoder = nn.Linear(latent_dim, data_dim)
+        self.decoder = Linear(latent_dim, data_dim)
         self.head = MultinomialHead(data_dim)
 
     @staticmethod
