@@ -7,8 +7,6 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from torch.autograd.function import once_differentiable
-
 from .distributions import diagonal_gaussian
 from .errors import ConfigError
 
@@ -33,54 +31,61 @@ def activation(name: str) -> nn.Module:
 # the CPU: measured on this project's 2-core AMD EPYC, MKL's sgemm reaches 55-65 GFLOP/s on the CF decoder's
 # [500, 600] x [600, 20108] and oneDNN 118-122; below ~1M outputs (MNIST's batch-100 layers) MKL is the faster.
 ONEDNN_MIN_OUTPUTS = 2**20
+_HAS_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile cannot trace the query
 
 
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+@torch.library.custom_op("elbolab::onednn_linear", mutates_args=())
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b for a row-major matrix x [N, in] on oneDNN (CPU, float32).
+
+    A registered op rather than a Python function so that torch.compile keeps
+    it as one opaque kernel and still fuses the elementwise work around it;
+    its gradient runs on MKL's matmuls (dx = g W, dW = g^T x), which are fast
+    at these shapes.
+    """
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-class _OneDNNLinear(torch.autograd.Function):
-    """y = x W^T + b with a oneDNN forward and MKL's backward (dx = g W, dW = g^T x, both fast at these shapes)."""
+@onednn_linear.register_fake
+def _(x, weight, bias):
+    return x.new_empty(x.shape[0], weight.shape[0])
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _onednn_linear(x, weight, bias)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x = g @ weight if ctx.needs_input_grad[0] else None
-        grad_w = g.t() @ x if ctx.needs_input_grad[1] else None
-        grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
+def _onednn_linear_setup(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _onednn_linear_backward(ctx, g):
+    x, weight = ctx.saved_tensors
+    grad_x = g @ weight if ctx.needs_input_grad[0] else None
+    grad_w = g.t() @ x if ctx.needs_input_grad[1] else None
+    grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return grad_x, grad_w, grad_b
+
+
+onednn_linear.register_autograd(_onednn_linear_backward, setup_context=_onednn_linear_setup)
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() >= 2
             and x.numel() // x.shape[-1] * weight.shape[0] >= ONEDNN_MIN_OUTPUTS
-            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling())  # inductor picks its own CPU kernels
+            and _HAS_ONEDNN and not torch.is_autocast_enabled("cpu"))
 
 
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and initialisation) whose wide CPU float32 products run on oneDNN.
 
-    Every other case (GPU, float64, autocast, torch.compile, small outputs)
-    is ``nn.functional.linear``; the two agree to float32 rounding.
+    Every other case (GPU, float64, autocast, small outputs) is
+    ``nn.functional.linear``; the two agree to float32 rounding.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _use_onednn(x, self.weight):
             return nn.functional.linear(x, self.weight, self.bias)
         flat = x.reshape(-1, x.shape[-1]).contiguous()  # oneDNN takes a row-major matrix
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, self.weight, self.bias)):
-            out = _OneDNNLinear.apply(flat, self.weight, self.bias)
-        else:
-            out = _onednn_linear(flat, self.weight, self.bias)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return onednn_linear(flat, self.weight, self.bias).reshape(*x.shape[:-1], self.out_features)
 
 
 def mlp(sizes: Sequence[int], act: str = "tanh", final_act: bool = False) -> nn.Sequential:
