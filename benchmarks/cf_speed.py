@@ -10,7 +10,8 @@ for RecVAE's 3 encoder + 1 decoder passes); then full-ranking evaluation of
 the 10,000 test users (NDCG@100, Recall@20/50, fold-in excluded), and the
 peak RSS. With ``--breakdown`` it also times the parts of one update on one
 batch (first layer, decoder, multinomial term, Adam) and a bare
-[500, 600] x [600, I] matmul, whose GFLOP/s bound the decoder's three
+[500, 600] x [600, I] product h W^T on MKL and on oneDNN (the kernel
+``nets.Linear`` uses for it), whose GFLOP/s bound the decoder's three
 matmuls (forward, input gradient, weight gradient).
 
 With ``--epochs N`` it instead trains the ``mult-vae-ml20m`` preset for N
@@ -30,11 +31,10 @@ import argparse
 import json
 import os
 import resource
-import sys
-import time
-
 import statistics
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -42,6 +42,7 @@ import torch
 import elbolab
 from elbolab.config import apply_overrides, load_preset
 from elbolab.data.interactions import liang_split, synthetic_interactions
+from elbolab.nets import onednn_linear
 from elbolab.ranking import rank_users, summarize
 from elbolab.recommendation import RecommendationTask, model_scorer
 from elbolab.sparse import SparseLinear, l2_normalize_rows, multinomial_log_prob
@@ -114,11 +115,12 @@ def breakdown(task: RecommendationTask) -> dict:
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     parts["adam_step_all_params"] = seconds_of(lambda: [opt.step() for opt in optimizers.values()])
-    a, b = torch.randn(x.shape[0], 600), torch.randn(600, x.shape[1])
-    matmul = seconds_of(lambda: a @ b)
-    parts["matmul_500x600xI"] = matmul
-    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
-    parts["matmul_gflop_per_second"] = {k: flops / v / 1e9 for k, v in matmul.items()}
+    h, w = torch.randn(x.shape[0], 600), torch.randn(x.shape[1], 600)  # the decoder's last layer: h W^T
+    flops = 2 * h.shape[0] * h.shape[1] * w.shape[0]
+    for name, product in [("mkl", lambda: h @ w.t()), ("onednn", lambda: onednn_linear(h, w, None))]:
+        matmul = seconds_of(product)
+        parts[f"matmul_500x600xI_{name}"] = matmul
+        parts[f"matmul_gflop_per_second_{name}"] = {k: flops / v / 1e9 for k, v in matmul.items()}
     return {"n_parameters": sum(p.numel() for p in model.parameters()), **parts}
 
 
