@@ -18,8 +18,8 @@ With ``--epochs N`` it instead trains the ``mult-vae-ml20m`` preset for N
 whole epochs through ``elbolab.train`` (the trainer the ``elbolab train``
 command runs: shuffling, batching, the progress bar, metrics and a
 checkpoint per epoch) and prints each epoch's ``train_seconds`` from
-metrics.jsonl, with a 2048^3 float32 matmul timed before and after as the
-machine's speed at that moment (this shared machine's varies by 10-20%
+metrics.jsonl, with the best 2048^3 float32 matmul rate before and after as
+the machine's speed at that moment (this shared machine's varies by 10-20%
 from minute to minute).
 
     OMP_NUM_THREADS=2 python benchmarks/cf_speed.py --threads 2 --batches 20 --breakdown
@@ -46,6 +46,7 @@ from elbolab.nets import onednn_linear
 from elbolab.ranking import rank_users, summarize
 from elbolab.recommendation import RecommendationTask, model_scorer
 from elbolab.sparse import SparseLinear, l2_normalize_rows, multinomial_log_prob
+from speed import peak_matmul_gflops  # benchmarks/speed.py, beside this script
 
 
 def peak_rss_gib() -> float:
@@ -124,20 +125,10 @@ def breakdown(task: RecommendationTask) -> dict:
     return {"n_parameters": sum(p.numel() for p in model.parameters()), **parts}
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """float32 GFLOP/s of an n x n x n matmul: the machine's speed now."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
 def whole_epochs(epochs: int) -> dict:
     """Train mult-vae-ml20m on the synthetic data for ``epochs`` epochs with elbolab.train; seconds per epoch."""
     config = apply_overrides(load_preset("mult-vae-ml20m"), ["data.name='synthetic-ml20m'", f"train.epochs={epochs}"])
-    before = matmul_gflops()
+    before = peak_matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         run = elbolab.train(config, Path(tmp) / "run", progress=False)
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -146,7 +137,7 @@ def whole_epochs(epochs: int) -> dict:
             "median_train_seconds": statistics.median(seconds),
             "validation_seconds": [r["seconds"] - r["train_seconds"] for r in records],
             "valid_ndcg@100": [r["valid_ndcg@100"] for r in records],
-            "matmul_gflops_before_after": [before, matmul_gflops()], "peak_rss_gib": peak_rss_gib(),
+            "matmul_gflops_before_after": [before, peak_matmul_gflops()], "peak_rss_gib": peak_rss_gib(),
             "load_average": os.getloadavg()}
 
 

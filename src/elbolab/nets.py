@@ -28,7 +28,7 @@ def activation(name: str) -> nn.Module:
 
 
 # Products with at least this many output entries (rows x out_features) run their forward through oneDNN on
-# the CPU: measured on this project's 2-core AMD EPYC, MKL's sgemm reaches 55-65 GFLOP/s on the CF decoder's
+# the CPU: measured on this project's 2-core AMD EPYC, MKL's sgemm reaches 55-67 GFLOP/s on the CF decoder's
 # [500, 600] x [600, 20108] and oneDNN 118-122; below ~1M outputs (MNIST's batch-100 layers) MKL is the faster.
 ONEDNN_MIN_OUTPUTS = 2**20
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile cannot trace the query
