@@ -41,13 +41,33 @@ def test_compiled_importance_sample_matches_eager(tmp_path):
         torch.testing.assert_close(getattr(fast, name), getattr(eager, name), rtol=1e-4, atol=1e-3)
 
 
-def test_compile_failure_is_a_one_line_config_error(tmp_path, monkeypatch):
+def test_compile_failure_is_a_one_line_config_error(tmp_path):
     """A machine without a working C++ compiler: inductor fails, the trainer says how to turn compile off."""
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
-    monkeypatch.setattr(inductor, "fx_graph_cache", False)
-    with pytest.raises(ConfigError, match=r"train\.compile=false") as error:
-        train(tiny_config("train.epochs=1", "train.compile=true", "bound.k=2"), tmp_path / "run", progress=False)
+    # inductor's own patch, not monkeypatch: monkeypatch's undo deletes the config key and breaks later compiles
+    with inductor.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}):
+        with pytest.raises(ConfigError, match=r"train\.compile=false") as error:
+            train(tiny_config("train.epochs=1", "train.compile=true", "bound.k=2"), tmp_path / "run", progress=False)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_evaluate_compile_flag_overrides_the_run_config(tmp_path, monkeypatch):
+    """`elbolab evaluate RUN --compile` fuses the log-weights of a run trained without eval.compile, and only then."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from elbolab.cli import app
+
+    evaluate_module = importlib.import_module("elbolab.evaluate")  # the package exports a function of that name
+
+    run = train(tiny_config("train.epochs=1", "train.eval_subset=0"), tmp_path / "run", progress=False)
+    seen, real = [], evaluate_module.dissect
+    monkeypatch.setattr(evaluate_module, "dissect", lambda *a, **kw: seen.append(kw["compile"]) or real(*a, **kw))
+    for flags in (["--compile"], []):
+        result = CliRunner().invoke(app, ["evaluate", str(run), "--ks", "1,4", "--n-images", "6", "--no-progress", *flags])
+        assert result.exit_code == 0, result.output
+        assert "log p(x) (k=4)" in result.output
+    assert seen == [True, False]

@@ -204,6 +204,9 @@ def evaluate(
     which: str = typer.Option("best", "--which", help="best (the task's selected epoch) or last"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP + "; each rank scores a share of the test set"),
+    compile: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile", help="fuse the log-weights with torch.compile (needs gcc or clang); "
+        "default: the run's eval.compile"),
 ) -> None:
     """Dissect a run's bound on its test set; writes RUN/eval.json and prints the table."""
     from . import distributed
@@ -215,7 +218,7 @@ def evaluate(
     k_list = _int_list(ks, "--ks") if ks else None
     result = evaluate_run(
         run, ks=k_list, k_chunk=k_chunk, batch_size=batch_size, n_images=n_images, seed=seed,
-        device=device, which=which, progress=progress,
+        device=device, which=which, progress=progress, compile=compile,
     )
     if distributed.is_main():
         typer.echo(format_eval(result))

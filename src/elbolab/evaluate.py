@@ -141,11 +141,13 @@ def evaluate(
     device: str = "cpu",
     which: str = "best",
     progress: bool = True,
+    compile: bool | None = None,
 ) -> dict[str, Any]:
     """Dissect the bound of a trained run on its test set, write ``eval.json`` and return it.
 
     Arguments left as None take the run's ``[eval]`` config. Memory stays
     bounded by ``batch_size`` examples x ``k_chunk`` samples per pass.
+    ``compile`` runs the log-weights through torch.compile (``eval.compile``).
     """
     run = require_run(run_dir)
     config = read_config(run)
@@ -170,7 +172,7 @@ def evaluate(
         seed=seed,
         progress=progress,
         total=-(-n_total // batch_size),
-        compile=cfg.compile,
+        compile=cfg.compile if compile is None else compile,
     )
     result = {"run": str(run), "preset": config.preset, "task": config.task, "model": config.model.name,
               "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta, **result}
