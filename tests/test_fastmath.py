@@ -41,6 +41,11 @@ def test_bernoulli_log_prob_cannot_overflow_and_any_width_works():
     for dtype in (torch.float16, torch.float32):  # logits 0: every factor is 2, the largest a group can hold
         zeros = torch.zeros(2, 784, dtype=dtype)
         assert torch.allclose(bernoulli_log_prob(zeros, zeros).float(), torch.full((2,), -784 * math.log(2)), rtol=1e-3)
+    logits = torch.randn(3, 784, generator=torch.Generator().manual_seed(1)) * 4
+    x = (logits > 0).float()
+    half = bernoulli_log_prob(logits.bfloat16(), x.bfloat16())  # autocast's dtype: summed in float32
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, _reference_log_prob(logits.bfloat16().float(), x), rtol=0, atol=1e-3)
     extreme = torch.tensor([[1e4, -1e4, 100.0, -100.0, 0.0] + [3.0] * 792])
     x = (extreme > 0).float()
     exact = _reference_log_prob(extreme.double(), x.double())
