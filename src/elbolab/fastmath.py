@@ -45,7 +45,7 @@ def exp_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 def group_size(d: int, dtype: torch.dtype) -> int:
-    """The largest divisor of d whose product of d factors in (1, 2] cannot overflow ``dtype`` (at most 2^g)."""
+    """The largest divisor g of d such that a product of g factors in (1, 2] (at most 2^g) cannot overflow ``dtype``."""
     limit = min(d, 128, int(math.log2(torch.finfo(dtype).max)) - 1)
     return max(g for g in range(1, limit + 1) if d % g == 0)
 
