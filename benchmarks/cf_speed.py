@@ -45,6 +45,7 @@ from elbolab.data.interactions import liang_split, synthetic_interactions
 from elbolab.nets import onednn_linear
 from elbolab.ranking import rank_users, summarize
 from elbolab.recommendation import RecommendationTask, model_scorer
+from elbolab.runs import read_metrics
 from elbolab.sparse import SparseLinear, l2_normalize_rows, multinomial_log_prob
 from speed import peak_matmul_gflops  # benchmarks/speed.py, beside this script
 
@@ -131,7 +132,7 @@ def whole_epochs(epochs: int) -> dict:
     before = peak_matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         run = elbolab.train(config, Path(tmp) / "run", progress=False)
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        records = read_metrics(run)
     seconds = [r["train_seconds"] for r in records]
     return {"model": "mult-vae-ml20m", "epochs": epochs, "train_seconds": seconds,
             "median_train_seconds": statistics.median(seconds),

@@ -55,14 +55,18 @@ class BoundTerms:
         }
 
 
+def analytic_kl(q, p) -> torch.Tensor | None:
+    """KL(q || p) in closed form when torch registers one for this pair, else None (e.g. a mixture prior)."""
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+
+
 def kl_term(lw: LogWeights, analytic: bool = True) -> torch.Tensor:
     """KL(q || p) per example [B]: closed form when torch registers one, else the mean of log q - log p."""
-    if analytic:
-        try:
-            return kl_divergence(lw.q, lw.p)
-        except NotImplementedError:
-            pass  # e.g. a mixture prior: fall through to the Monte-Carlo estimate
-    return (lw.log_qz - lw.log_pz).mean(0)
+    kl = analytic_kl(lw.q, lw.p) if analytic else None
+    return kl if kl is not None else (lw.log_qz - lw.log_pz).mean(0)
 
 
 def elbo(
@@ -167,11 +171,7 @@ def _chunk_log_weights(model: LatentVariableModel, x: torch.Tensor, c: torch.Ten
     """One chunk of :func:`importance_sample`: log w [k, B], the per-example sums of log p(x | z) and
     log q - log p [B], and the analytic KL(q || p) [B] (None when torch has no closed form)."""
     lw = model.log_weights(x, c, k=k)
-    try:
-        kl = kl_divergence(lw.q, lw.p)  # [B]
-    except NotImplementedError:
-        kl = None
-    return lw.log_w, lw.log_px_z.sum(0), (lw.log_qz - lw.log_pz).sum(0), kl
+    return lw.log_w, lw.log_px_z.sum(0), (lw.log_qz - lw.log_pz).sum(0), analytic_kl(lw.q, lw.p)
 
 
 @functools.cache

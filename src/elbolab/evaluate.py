@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributions import Independent, kl_divergence
+from torch.distributions import Independent
 from tqdm import tqdm
 
 from . import distributed
-from .bounds import bound_curve, importance_sample
+from .bounds import analytic_kl, bound_curve, importance_sample
 from .config import EvalConfig
 from .errors import ConfigError
 from .models import LatentVariableModel
@@ -49,10 +49,8 @@ def kl_per_dimension(q, p) -> torch.Tensor | None:
     """KL(q || p) per latent dimension [B, latent_dim] for factorised posteriors and priors, else None."""
     if not (isinstance(q, Independent) and isinstance(p, Independent)):
         return None
-    try:
-        return kl_divergence(q.base_dist, p.base_dist).expand(q.base_dist.batch_shape)
-    except NotImplementedError:
-        return None
+    kl = analytic_kl(q.base_dist, p.base_dist)
+    return None if kl is None else kl.expand(q.base_dist.batch_shape)
 
 
 @torch.inference_mode()
