@@ -73,3 +73,20 @@ def test_detach_parameters_cuts_the_graph():
     loc = torch.zeros(2, 3, requires_grad=True)
     q = detach_parameters(diagonal_gaussian(loc, torch.ones(2, 3)))
     assert not q.base_dist.loc.requires_grad
+
+
+def test_gaussian_kl_is_torchs_closed_form():
+    """The hand-written diagonal-Gaussian KL gives torch's numbers, and None for pairs it does not cover."""
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    from elbolab.distributions import diagonal_gaussian, gaussian_kl
+
+    g = torch.Generator().manual_seed(0)
+    q = diagonal_gaussian(torch.randn(7, 5, generator=g), torch.rand(7, 5, generator=g) + 0.1)
+    p = diagonal_gaussian(torch.randn(5, generator=g), torch.rand(5, generator=g) + 0.1)
+    assert torch.equal(gaussian_kl(q, p), kl_divergence(q, p))
+    q2 = Independent(Normal(torch.randn(3, 4, 5, generator=g), torch.rand(3, 4, 5, generator=g) + 0.1), 2)
+    p2 = Independent(Normal(torch.zeros(3, 4, 5), torch.ones(3, 4, 5)), 2)
+    torch.testing.assert_close(gaussian_kl(q2, p2), kl_divergence(q2, p2))
+    assert gaussian_kl(q2, p) is None  # different event dims: torch has no closed form either
+    assert gaussian_kl(q, torch.distributions.Laplace(0.0, 1.0)) is None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import kl_divergence
 
+from .distributions import gaussian_kl
 from .errors import ConfigError
 from .models.base import LatentVariableModel, LogWeights
 
@@ -56,7 +57,13 @@ class BoundTerms:
 
 
 def analytic_kl(q, p) -> torch.Tensor | None:
-    """KL(q || p) in closed form when torch registers one for this pair, else None (e.g. a mixture prior)."""
+    """KL(q || p) in closed form when torch registers one for this pair, else None (e.g. a mixture prior).
+
+    Diagonal Gaussians, the common case, take :func:`gaussian_kl`, which a compiled graph traces whole.
+    """
+    kl = gaussian_kl(q, p)
+    if kl is not None:
+        return kl
     try:
         return kl_divergence(q, p)
     except NotImplementedError:

@@ -200,6 +200,35 @@ def diagonal_gaussian(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
     return Independent(Normal(loc, scale), 1)
 
 
+def _gaussian_parts(d: Distribution) -> tuple[Normal, int] | None:
+    """(the Normal, how many rightmost dims are its event) for a Normal or an Independent Normal, else None."""
+    if isinstance(d, Normal):
+        return d, 0
+    if isinstance(d, Independent) and isinstance(d.base_dist, Normal):
+        return d.base_dist, d.reinterpreted_batch_ndims
+    return None
+
+
+def gaussian_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
+    """KL(q || p) between two diagonal Gaussians with the same event dims, else None.
+
+    0.5 sum (s^2 + (m_q - m_p)^2 / s_p^2 - 1 - log s^2), s = s_q / s_p
+    (Kingma & Welling 2014, appendix B; the same arithmetic as torch's
+    registered Normal-Normal KL, so the numbers are torch's). Written here
+    because ``torch.distributions.kl_divergence``'s dispatch breaks a
+    ``torch.compile`` graph (a ``min`` over a generator), which split every
+    compiled training step in three.
+    """
+    qs, ps = _gaussian_parts(q), _gaussian_parts(p)
+    if qs is None or ps is None or qs[1] != ps[1]:
+        return None
+    (qn, event_dims), (pn, _) = qs, ps
+    var_ratio = (qn.scale / pn.scale).pow(2)
+    t1 = ((qn.loc - pn.loc) / pn.scale).pow(2)
+    kl = 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
+    return kl.sum(tuple(range(-event_dims, 0))) if event_dims else kl
+
+
 def detach_parameters(q: Distribution) -> Distribution:
     """The same diagonal Gaussian with its parameters cut from the graph.
 
