@@ -26,11 +26,12 @@ fraction is that rate over the best of several 2048 x 2048 float32 matmuls
 on the same threads, timed just before and just after that row's compiled
 epochs (this shared host's matmul rate drifts by +-20% from minute to
 minute, so a peak read once at the start can sit in a slow or a fast
-minute; the row's "peak GFLOP/s" is the better of the two readings). The "matmul bound" column times exactly those matmuls
-of one step (torch.mm at the step's shapes, each timed alone with hot
-caches, nothing else): no implementation of this model on this CPU, at this
-batch, can exceed it. (Small cache-resident matmuls can run faster than the
-2048 x 2048 peak, so the bound may exceed 100% at 1 thread.)
+minute; the row's "peak GFLOP/s" is the better of the two readings). The
+"matmul bound" column times exactly those matmuls of one step (torch.mm at
+the step's shapes, each timed alone with hot caches, nothing else): no
+implementation of this model on this CPU, at this batch, can exceed it.
+(Small cache-resident matmuls can run faster than the 2048 x 2048 peak, so
+the bound may exceed 100% at 1 thread.)
 """
 from __future__ import annotations
 

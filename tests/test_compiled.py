@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from elbolab.bounds import importance_sample
+from elbolab.bounds import _chunk_log_weights, importance_sample
 from elbolab.errors import ConfigError
 from elbolab.runs import load, load_checkpoint
+from elbolab.tasks import make_task
 from elbolab.train import train
 
 from conftest import tiny_config
@@ -76,15 +77,12 @@ def test_evaluate_compile_flag_overrides_the_run_config(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bound", [("bound.name='elbo'", "bound.k=1"), ("bound.name='iwae'", "bound.k=3")])
 def test_training_loss_compiles_to_one_graph(bound):
     """No graph break in the compiled loss (one was in kl_divergence's dispatch and split every VAE step in three)."""
-    from elbolab.tasks import make_task
-
     task = make_task(tiny_config(*bound), torch.device("cpu"))
     model = task.build_model()
     batch = next(iter(task.batches(torch.Generator().manual_seed(0))))
     explanation = torch._dynamo.explain(task.loss)(model, batch, 0)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
-    from elbolab.bounds import _chunk_log_weights  # eval.compile's graph: the k-sample log-weights of a chunk
-
+    # eval.compile's graph: the k-sample log-weights of a chunk
     explanation = torch._dynamo.explain(_chunk_log_weights)(model.eval(), batch[0], None, 4)
     assert explanation.graph_break_count == 0, explanation.break_reasons
