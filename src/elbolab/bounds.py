@@ -57,9 +57,11 @@ class BoundTerms:
 
 
 def analytic_kl(q, p) -> torch.Tensor | None:
-    """KL(q || p) in closed form when torch registers one for this pair, else None (e.g. a mixture prior).
+    """KL(q || p) in closed form, else None (e.g. a mixture prior).
 
-    Diagonal Gaussians, the common case, take :func:`gaussian_kl`, which a compiled graph traces whole.
+    Diagonal Gaussians, the common case, take :func:`gaussian_kl` (a compiled
+    graph traces it whole); any other pair takes torch's registered closed
+    form, if it has one.
     """
     kl = gaussian_kl(q, p)
     if kl is not None:
