@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--pythae", metavar="PYTHON", help="python of a venv with pythae, to measure it side by side")
     args = parser.parse_args()
+    if args.pythae and not os.access(args.pythae, os.X_OK):
+        parser.error(f"--pythae {args.pythae}: no such python (make the venv: see this script's docstring)")
     if args.threads:
         torch.set_num_threads(args.threads)
     elbolab.reuse_freed_memory()  # as the elbolab command does
