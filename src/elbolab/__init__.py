@@ -29,10 +29,17 @@ Public API:
     VAEACImputer                     scikit-learn-style imputer (VAEAC, issue 5)
     inference_gaps, analyze_gaps     approximation and amortization gaps (Cremer et al. 2018)
     reuse_freed_memory()             keep freed CPU memory for reuse (what the elbolab command does)
+    flush_denormals()                subnormal floats flushed to zero (done on import; floats.py)
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .floats import flush_denormals
+
+# Subnormal floats flushed to zero before torch starts its CPU thread pool: each worker thread inherits the
+# mode only when it is created, so later calls reach the main thread alone (floats.py).
+flush_denormals()
 
 from .bounds import BoundTerms, bound_curve, elbo, importance_sample, iwae
 from .config import Config, apply_overrides, load_preset, preset_names
@@ -91,4 +98,5 @@ __all__ = [
     "analyze_gaps",
     "inference_gaps",
     "reuse_freed_memory",
+    "flush_denormals",
 ]

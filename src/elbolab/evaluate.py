@@ -21,6 +21,7 @@ from . import distributed
 from .bounds import analytic_kl, bound_curve, importance_sample
 from .config import EvalConfig
 from .errors import ConfigError
+from .floats import flush_denormals
 from .models import LatentVariableModel
 from .runs import EVAL, load, read_config, read_eval, require_run, write_json
 from .tasks import Batch, make_task, resolve_device
@@ -157,6 +158,7 @@ def evaluate(
     seed = cfg.seed if seed is None else seed
     if batch_size < 1 or k_chunk < 1 or n < 0:
         raise ConfigError("batch_size and k_chunk must be >= 1 and n_images >= 0")
+    flush_denormals()  # subnormal gradients and weights made CPU matmuls 4x slower (floats.py)
     dev = distributed.init(resolve_device(device))  # under torchrun: shard the test set over the ranks
     model = load(run, which=which, device=dev)
     task = make_task(config, dev)
