@@ -24,7 +24,7 @@ def flush_denormals() -> bool:
     first parallel operation, as a rule), and ``elbolab.train``,
     ``elbolab.evaluate`` and the ``elbolab`` command call it again for their
     own thread. Measured: set after the thread pool existed, a k = 50 IWAE
-    epoch took 5.3 s; set before, 1.6 s (6,000 images, batch 100).
+    epoch took 5.4 s; set before, 1.6-1.7 s (6,000 images, batch 100).
     ``ELBOLAB_KEEP_DENORMALS=1`` keeps IEEE subnormals (for bit-level
     comparisons with other code).
     """
