@@ -424,11 +424,9 @@ def _int_list(text: str, option: str) -> list[int]:
 def main() -> None:
     """Entry point of the ``elbolab`` script."""
     from . import distributed
-    from .floats import flush_denormals
     from .memory import reuse_freed_memory
 
     reuse_freed_memory()  # large CPU tensors without page faults (memory.py)
-    flush_denormals()  # no slow subnormal arithmetic (floats.py)
     try:
         app()
     finally:
