@@ -1,4 +1,4 @@
-"""CPU speed paths (issues 2 and 3): the oneDNN forward of wide Linear layers and the reuse of freed memory.
+"""CPU speed paths (issues 2 and 3): oneDNN products in Linear layers and the reuse of freed memory.
 
 Both must be invisible in the numbers: the oneDNN layer gives nn.Linear's outputs and gradients and
 state dict, and the memory policy changes where glibc takes memory from, not what the program computes.
@@ -22,26 +22,40 @@ def _pair(n_in=7, n_out=11, dtype=torch.float32):
     return reference, layer
 
 
-@pytest.mark.parametrize("shape", [(5, 7), (3, 5, 7)])
-def test_onednn_linear_matches_nn_linear_in_value_and_every_gradient(monkeypatch, shape):
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("all_products", [False, True], ids=["backward-on-mkl", "backward-on-onednn"])
+@pytest.mark.parametrize("tall_min_rows", [1, 10**9], ids=["tall-dW-transposed", "tall-dW-on-mkl"])
+@pytest.mark.parametrize("n_in,n_out", [(7, 11), (11, 7)])
+@pytest.mark.parametrize("shape", [(5,), (3, 5)])
+def test_onednn_linear_matches_nn_linear_in_value_and_every_gradient(monkeypatch, shape, n_in, n_out, all_products,
+                                                                      tall_min_rows):
     monkeypatch.setattr(nets, "ONEDNN_MIN_OUTPUTS", 1)  # force the oneDNN path on a small layer
-    reference, layer = _pair()
+    monkeypatch.setattr(nets, "ONEDNN_ALL_PRODUCTS", all_products)  # and, or not, its gradient's two matmuls
+    monkeypatch.setattr(nets, "ONEDNN_MIN_FLOPS", 1)
+    monkeypatch.setattr(nets, "ONEDNN_TALL_MIN_ROWS", tall_min_rows)
+    reference, layer = _pair(n_in, n_out)
+    shape = (*shape, n_in)
     x = torch.randn(*shape)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     assert nets._use_onednn(b, layer.weight)
-    g = torch.randn(*shape[:-1], 11)
+    g = torch.randn(*shape[:-1], n_out)
     reference(a).backward(g)
     out = layer(b)
     out.backward(g)
-    assert out.shape == (*shape[:-1], 11)
+    assert out.shape == (*shape[:-1], n_out)
     assert torch.allclose(out, reference(a), atol=1e-5)
     assert torch.allclose(b.grad, a.grad, atol=1e-5)
     assert torch.allclose(layer.weight.grad, reference.weight.grad, atol=1e-5)
+    assert layer.weight.grad.is_contiguous()  # fused Adam and the checkpoints see the usual layout
     assert torch.allclose(layer.bias.grad, reference.bias.grad, atol=1e-5)
     with torch.no_grad():  # the inference path skips autograd
         assert torch.allclose(layer(x), reference(x), atol=1e-5)
 
 
+@needs_onednn
 def test_onednn_linear_with_a_frozen_weight_still_gives_the_input_gradient(monkeypatch):
     monkeypatch.setattr(nets, "ONEDNN_MIN_OUTPUTS", 1)
     reference, layer = _pair()
@@ -62,6 +76,20 @@ def test_linear_takes_nn_linear_path_for_small_outputs_float64_and_autocast():
         assert not nets._use_onednn(torch.randn(2, 7), wide.weight)
 
 
+def test_the_product_rule_takes_large_products_only_where_onednn_is_chosen_for_all(monkeypatch):
+    monkeypatch.setattr(nets, "ONEDNN_ALL_PRODUCTS", True)
+    assert nets._onednn_product(100, 784, 200)  # MNIST's first layer: 31 MFLOP
+    assert not nets._onednn_product(100, 200, 200)  # 8 MFLOP: MKL is faster there
+    monkeypatch.setattr(nets, "ONEDNN_ALL_PRODUCTS", False)
+    assert not nets._onednn_product(100, 784, 200)
+
+
+@pytest.mark.parametrize("value,expected", [("mkl", False), ("onednn", True)])
+def test_elbolab_matmul_overrides_the_machine_rule(monkeypatch, value, expected):
+    monkeypatch.setenv("ELBOLAB_MATMUL", value)
+    assert nets._onednn_for_all_products() is expected
+
+
 def test_mlp_layers_are_the_onednn_aware_linear():
     net = mlp([4, 3, 2])
     assert all(isinstance(m, Linear) for m in net if isinstance(m, nn.Linear))
@@ -70,7 +98,9 @@ def test_mlp_layers_are_the_onednn_aware_linear():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_reuse_freed_memory_stops_page_faults_on_a_reallocated_large_tensor():
     # A 64 MB tensor is above glibc's largest mmap threshold: without the policy every new one faults in
-    # ~16,000 fresh pages; with it, once the heap has grown (two or three allocations), the next ones reuse it.
+    # ~16,000 fresh pages; with it, once the heap has grown, the next ones reuse it. How many allocations the
+    # growing takes varies from run to run (the tensor's small objects land between the freed 64 MB chunks until
+    # two coalesce): seen 2 to 9 in 19 runs on a Zen 5 host, so the test looks at the last 5 of 20.
     script = """
 import resource, sys, torch
 import elbolab
@@ -79,8 +109,8 @@ def faults_of_one():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(16 * 2**20)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-faults = [faults_of_one() for _ in range(8)]
-print(applied, min(faults[-3:]), max(faults[-3:]))
+faults = [faults_of_one() for _ in range(20)]
+print(applied, min(faults[-5:]), max(faults[-5:]))
 """
     def run(mode):
         env = {"THP_MEM_ALLOC_ENABLE": "0", "PATH": ""}

@@ -1,6 +1,7 @@
 """Network builders: MLPs and the Gaussian encoder head the papers use."""
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -36,21 +37,55 @@ def activation(name: str) -> nn.Module:
         raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
 
 
-# Products with at least this many output entries (rows x out_features) run their forward through oneDNN on
-# the CPU: measured on this project's 2-core AMD EPYC, MKL's sgemm reaches 55-67 GFLOP/s on the CF decoder's
-# [500, 600] x [600, 20108] and oneDNN 118-122; below ~1M outputs (MNIST's batch-100 layers) MKL is the faster.
+# Which float32 products of ``Linear`` run on oneDNN instead of MKL on the CPU, fixed per machine (so a
+# resumed run computes exactly what the interrupted one did):
+# - everywhere: a forward with at least ONEDNN_MIN_OUTPUTS output entries. On this project's 2-core AMD EPYC
+#   (AVX2), MKL's sgemm ran the CF decoder's [500, 600] x [600, 20108] at 55-67 GFLOP/s and oneDNN at 118-122;
+#   below ~1M outputs (MNIST's batch-100 layers) MKL was the faster.
+# - on an AMD CPU with AVX-512: also every product of the forward and both backward matmuls with at least
+#   ONEDNN_MIN_FLOPS. MKL gives AMD CPUs its AVX2 kernels: on a 2-core AMD EPYC Zen 5 (family 26) torch.mm
+#   peaks at 160-167 GFLOP/s at 2048^3 and oneDNN at 356-369; at MNIST's [100, 784] x [784, 200] MKL runs at
+#   132-166 and oneDNN at 239-313. Below ~16 MFLOP ([100, 200] x [200, 200]) MKL stays ahead (benchmarks/speed.py).
 ONEDNN_MIN_OUTPUTS = 2**20
+ONEDNN_MIN_FLOPS = 2**24
+ONEDNN_TALL_MIN_ROWS = 1024  # see _grad_weight
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile cannot trace the query
+
+
+def _cpu_vendor() -> str:
+    """The CPU's vendor id from /proc/cpuinfo ('AuthenticAMD', 'GenuineIntel'), or '' where there is none."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _onednn_for_all_products() -> bool:
+    """Whether MKL lacks this CPU's widest kernels (AMD with AVX-512), so oneDNN takes every large product.
+
+    ``ELBOLAB_MATMUL=mkl`` or ``=onednn`` overrides the choice.
+    """
+    choice = os.environ.get("ELBOLAB_MATMUL", "")
+    if choice in ("mkl", "onednn"):
+        return choice == "onednn"
+    return _cpu_vendor() == "AuthenticAMD" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+ONEDNN_ALL_PRODUCTS = _HAS_ONEDNN and _onednn_for_all_products()
 
 
 @torch.library.custom_op("elbolab::onednn_linear", mutates_args=())
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x W^T + b for a row-major matrix x [N, in] on oneDNN (CPU, float32).
+    """x W^T + b for a matrix x [N, in] on oneDNN (CPU, float32); x and W may be transposed views.
 
     A registered op rather than a Python function so that torch.compile keeps
-    it as one opaque kernel and still fuses the elementwise work around it;
-    its gradient runs on MKL's matmuls (dx = g W, dW = g^T x), which are fast
-    at these shapes.
+    it as one opaque kernel and still fuses the elementwise work around it.
+    Its gradient's two matmuls (dx = g W, dW = g^T x) run on oneDNN too where
+    ``_onednn_product`` says so, and on MKL otherwise.
     """
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
@@ -58,6 +93,36 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 @onednn_linear.register_fake
 def _(x, weight, bias):
     return x.new_empty(x.shape[0], weight.shape[0])
+
+
+def _onednn_product(rows: int, inner: int, cols: int) -> bool:
+    """Whether a float32 CPU product [rows, inner] x [inner, cols] is faster on oneDNN on this machine."""
+    return ONEDNN_ALL_PRODUCTS and 2 * rows * inner * cols >= ONEDNN_MIN_FLOPS
+
+
+def _grad_input(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """dL/dx = g W of a layer x W^T + b, on oneDNN where ``_onednn_product`` says so."""
+    if _onednn_product(g.shape[0], g.shape[1], weight.shape[1]):
+        return onednn_linear(g, weight.t(), None)
+    return g @ weight
+
+
+def _grad_weight(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """dL/dW = g^T x [out, in], on oneDNN where ``_onednn_product`` says so.
+
+    oneDNN runs this product (its left operand transposed) fast only when
+    its output is wide. Measured interleaved in one process on the Zen 5:
+    the encoder's [200, 784] at 213 GFLOP/s (MKL 133); the decoder's
+    [784, 200] at 146-153, and as the transpose of the wide x^T g at 216-250,
+    but the contiguous copy the gradient then needs costs as much as the
+    gain at batch 100 (114) and little at 5,000 rows (243; MKL 156).
+    """
+    rows, n_out, n_in = g.shape[0], g.shape[1], x.shape[1]
+    if not _onednn_product(n_out, rows, n_in) or (n_in < n_out and rows < ONEDNN_TALL_MIN_ROWS):
+        return g.t() @ x
+    if n_in >= n_out:
+        return onednn_linear(g.t(), x.t(), None)
+    return onednn_linear(x.t(), g.t(), None).t().contiguous()
 
 
 def _onednn_linear_setup(ctx, inputs, output):
@@ -68,8 +133,8 @@ def _onednn_linear_setup(ctx, inputs, output):
 
 def _onednn_linear_backward(ctx, g):
     x, weight = ctx.saved_tensors
-    grad_x = g @ weight if ctx.needs_input_grad[0] else None
-    grad_w = g.t() @ x if ctx.needs_input_grad[1] else None
+    grad_x = _grad_input(g, weight) if ctx.needs_input_grad[0] else None
+    grad_w = _grad_weight(g, x) if ctx.needs_input_grad[1] else None
     grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_x, grad_w, grad_b
 
@@ -78,13 +143,15 @@ onednn_linear.register_autograd(_onednn_linear_backward, setup_context=_onednn_l
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() >= 2
-            and x.numel() // x.shape[-1] * weight.shape[0] >= ONEDNN_MIN_OUTPUTS
-            and _HAS_ONEDNN and not torch.is_autocast_enabled("cpu"))
+    if not (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() >= 2
+            and _HAS_ONEDNN and not torch.is_autocast_enabled("cpu")):
+        return False
+    rows = x.numel() // x.shape[-1]
+    return rows * weight.shape[0] >= ONEDNN_MIN_OUTPUTS or _onednn_product(rows, weight.shape[1], weight.shape[0])
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, state dict and initialisation) whose wide CPU float32 products run on oneDNN.
+    """``nn.Linear`` (same parameters, state dict and initialisation) whose large CPU float32 products run on oneDNN.
 
     Every other case (GPU, float64, autocast, small outputs) is
     ``nn.functional.linear``; the two agree to float32 rounding.
