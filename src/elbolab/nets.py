@@ -110,19 +110,20 @@ def _grad_input(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def _grad_weight(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """dL/dW = g^T x [out, in], on oneDNN where ``_onednn_product`` says so.
 
-    oneDNN runs this product (its left operand transposed) fast only when
-    its output is wide. Measured interleaved in one process on the Zen 5:
-    the encoder's [200, 784] at 213 GFLOP/s (MKL 133); the decoder's
-    [784, 200] at 146-153, and as the transpose of the wide x^T g at 216-250,
-    but the contiguous copy the gradient then needs costs as much as the
-    gain at batch 100 (114) and little at 5,000 rows (243; MKL 156).
+    oneDNN runs this product (its left operand transposed) fastest when its
+    output is wide. A tall one (out > in) is computed as the transpose of the
+    wide x^T g when there are enough rows to pay for the contiguous copy the
+    gradient then needs. Measured interleaved in one process on the Zen 5,
+    GFLOP/s of MKL / oneDNN / oneDNN wide + copy: the decoder's [784, 200] at
+    5,000 rows 152 / 171 / 253, at 500 rows 157 / 174 / 221, at 100 rows
+    145 / 147 / 104; Mult-VAE's [20108, 600] at 500 rows 129 / 142 / 129.
     """
     rows, n_out, n_in = g.shape[0], g.shape[1], x.shape[1]
-    if not _onednn_product(n_out, rows, n_in) or (n_in < n_out and rows < ONEDNN_TALL_MIN_ROWS):
+    if not _onednn_product(n_out, rows, n_in):
         return g.t() @ x
-    if n_in >= n_out:
-        return onednn_linear(g.t(), x.t(), None)
-    return onednn_linear(x.t(), g.t(), None).t().contiguous()
+    if n_in < n_out and rows >= ONEDNN_TALL_MIN_ROWS:
+        return onednn_linear(x.t(), g.t(), None).t().contiguous()
+    return onednn_linear(g.t(), x.t(), None)
 
 
 def _onednn_linear_setup(ctx, inputs, output):
