@@ -44,8 +44,9 @@ def activation(name: str) -> nn.Module:
 #   below ~1M outputs (MNIST's batch-100 layers) MKL was the faster.
 # - on an AMD CPU with AVX-512: also every product of the forward and both backward matmuls with at least
 #   ONEDNN_MIN_FLOPS. MKL gives AMD CPUs its AVX2 kernels: on a 2-core AMD EPYC Zen 5 (family 26) torch.mm
-#   peaks at 160-167 GFLOP/s at 2048^3 and oneDNN at 356-369; at MNIST's [100, 784] x [784, 200] MKL runs at
-#   132-166 and oneDNN at 239-313. Below ~16 MFLOP ([100, 200] x [200, 200]) MKL stays ahead (benchmarks/speed.py).
+#   peaks at 159-177 GFLOP/s at 2048^3 and oneDNN at 356-402; MNIST's [100, 784] x [784, 200] forward runs at
+#   124-142 on MKL and 223-255 on oneDNN. Below ~16 MFLOP ([100, 200] x [200, 200]) MKL is as fast or faster
+#   (each product's rates: docs/results.md, section 1).
 ONEDNN_MIN_OUTPUTS = 2**20
 ONEDNN_MIN_FLOPS = 2**24
 ONEDNN_TALL_MIN_ROWS = 1024  # see _grad_weight
