@@ -60,11 +60,6 @@ KS = (1, 5, 50)
 CHUNKINGS = ((10, 250), (50, 200), (100, 100))  # (test images, samples) per log-weights pass
 
 
-def _onednn_mm(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """a @ weight^T on oneDNN (the kernel of elbolab's nets.Linear where it takes that path)."""
-    return torch.ops.mkldnn._linear_pointwise(a, weight, None, "none", [], "")
-
-
 def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
     fn()
     best = float("inf")
@@ -79,7 +74,7 @@ def matmul_backends() -> dict[str, Callable[[torch.Tensor, torch.Tensor], object
     """The float32 matmul libraries torch reaches here: MKL (torch.mm) and, where built in, oneDNN; each takes a [r, n], b^T [m, n]."""
     backends = {"mkl": lambda a, bt: torch.mm(a, bt.t())}
     if torch.backends.mkldnn.is_available():
-        backends["onednn"] = _onednn_mm
+        backends["onednn"] = lambda a, bt: nets.onednn_linear(a, bt, None)  # nets.Linear's kernel on that path
     return backends
 
 
