@@ -42,12 +42,11 @@ import torch
 import elbolab
 from elbolab.config import apply_overrides, load_preset
 from elbolab.data.interactions import liang_split, synthetic_interactions
-from elbolab.nets import onednn_linear
 from elbolab.ranking import rank_users, summarize
 from elbolab.recommendation import RecommendationTask, model_scorer
 from elbolab.runs import read_metrics
 from elbolab.sparse import SparseLinear, l2_normalize_rows, multinomial_log_prob
-from speed import peak_matmul_gflops  # benchmarks/speed.py, beside this script
+from speed import matmul_backends, peak_matmul_gflops  # benchmarks/speed.py, beside this script
 
 
 def peak_rss_gib() -> float:
@@ -119,8 +118,8 @@ def breakdown(task: RecommendationTask) -> dict:
     parts["adam_step_all_params"] = seconds_of(lambda: [opt.step() for opt in optimizers.values()])
     h, w = torch.randn(x.shape[0], 600), torch.randn(x.shape[1], 600)  # the decoder's last layer: h W^T
     flops = 2 * h.shape[0] * h.shape[1] * w.shape[0]
-    for name, product in [("mkl", lambda: h @ w.t()), ("onednn", lambda: onednn_linear(h, w, None))]:
-        matmul = seconds_of(product)
+    for name, mm in matmul_backends().items():
+        matmul = seconds_of(lambda: mm(h, w))
         parts[f"matmul_500x600xI_{name}"] = matmul
         parts[f"matmul_gflop_per_second_{name}"] = {k: flops / v / 1e9 for k, v in matmul.items()}
     return {"n_parameters": sum(p.numel() for p in model.parameters()), **parts}

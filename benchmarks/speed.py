@@ -24,14 +24,14 @@ the encoder's layers, k * B for the decoder's):
 Elementwise work (tanh, softplus, log-densities, Adam) is not counted. The
 fraction is that rate over the best of several 2048 x 2048 float32 matmuls
 on the same threads, on MKL (torch.mm) and on oneDNN (the better of the
-two: on AMD CPUs MKL runs its AVX2 kernels), timed just before and just after that row's compiled
-epochs (this shared host's matmul rate drifts by +-20% from minute to
-minute, so a peak read once at the start can sit in a slow or a fast
-minute; the row's "peak GFLOP/s" is the better of the two readings). The
-"matmul bound" column times exactly those matmuls of one step (at the
-step's shapes, each on its faster backend, timed alone with hot caches,
-nothing else): no
-implementation of this model on this CPU, at this batch, can exceed it.
+two: on AMD CPUs MKL runs its AVX2 kernels), timed just before and just
+after that row's compiled epochs (this shared host's matmul rate drifts by
++-20% from minute to minute, so a peak read once at the start can sit in a
+slow or a fast minute; the row's "peak GFLOP/s" is the better of the two
+readings). The "matmul bound" column times exactly those matmuls of one
+step (at the step's shapes, each on its faster backend, timed alone with
+hot caches, nothing else): no implementation of this model on this CPU, at
+this batch, can exceed it.
 (Small cache-resident matmuls can run faster than the 2048 x 2048 peak, so
 the bound may exceed 100% at 1 thread.)
 """
