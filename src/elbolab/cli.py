@@ -427,10 +427,15 @@ def main() -> None:
     from .memory import reuse_freed_memory
 
     reuse_freed_memory()  # large CPU tensors without page faults (memory.py)
+    succeeded = False
     try:
         app()
+        succeeded = True
+    except SystemExit as stop:  # typer ends every command with sys.exit
+        succeeded = stop.code in (0, None)
+        raise
     finally:
-        distributed.shutdown()
+        distributed.shutdown(wait_for_peers=succeeded)
 
 
 if __name__ == "__main__":  # pragma: no cover
