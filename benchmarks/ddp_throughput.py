@@ -148,8 +148,7 @@ def main() -> None:
         out = worker(args.worker, int(args.steps))
         if distributed.is_main():
             Path(args.result).write_text(json.dumps(out))
-        distributed.shutdown()
-        return
+        distributed.leave(0)
 
     load = os.getloadavg()[0]
     models = args.models.split(",")

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -427,15 +428,19 @@ def main() -> None:
     from .memory import reuse_freed_memory
 
     reuse_freed_memory()  # large CPU tensors without page faults (memory.py)
-    succeeded = False
     try:
         app()
-        succeeded = True
+        status: int | str | None = 0
     except SystemExit as stop:  # typer ends every command with sys.exit
-        succeeded = stop.code in (0, None)
-        raise
-    finally:
-        distributed.shutdown(wait_for_peers=succeeded)
+        if not distributed.joined():
+            raise
+        status = stop.code
+    except BaseException:
+        if not distributed.joined():
+            raise
+        traceback.print_exc()  # os._exit below would end the rank before Python prints it
+        status = 1
+    distributed.leave(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -338,18 +338,19 @@ def objective_module(
     device = next(model.parameters()).device
     return torch.nn.parallel.DistributedDataParallel(
         objective, device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=_leaves_parameters_unused(task, planned),
+        find_unused_parameters=_leaves_parameters_unused(model, task, planned),
     )
 
 
-def _leaves_parameters_unused(task: Task, planned: bool) -> bool:
+def _leaves_parameters_unused(model: LatentVariableModel, task: Task, planned: bool) -> bool:
     """Whether some updates leave parameters without a gradient, which DDP must then look for each step.
 
     RecVAE's phases differ in what they use; the GSNN bound never runs the
-    recognition network (Sohn et al. 2015, eq. 9). Everything else uses every
-    parameter in every step, and the search would cost a graph traversal.
+    recognition network (Sohn et al. 2015, eq. 9). Everything else, Mult-VAE
+    and Mult-DAE's one-phase plan included, uses every parameter in every
+    step, and the search would cost a graph traversal.
     """
-    return planned or task.config.bound.name == "gsnn"
+    return (planned and len(task.update_plan(model)) > 1) or task.config.bound.name == "gsnn"
 
 
 def _finite_everywhere(loss: torch.Tensor) -> bool:
