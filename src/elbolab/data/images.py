@@ -301,7 +301,23 @@ def binarize(x: torch.Tensor, mode: str, generator: torch.Generator | None = Non
     The result has the dtype of ``x``.
     """
     if mode == "dynamic":
-        return torch.bernoulli(x, generator=generator)  # [B, D]
+        return _bernoulli(x, generator)  # [B, D]
     if mode == "threshold":
         return (x > 0.5).to(x.dtype)  # [B, D]
     raise ConfigError(f"unknown binarization {mode!r}; use one of {', '.join(BINARIZE_MODES)}")
+
+
+def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Bernoulli(p) draws, on the CPU as u < p for u ~ U[0, 1) from numpy's PCG64 seeded by ``generator``.
+
+    torch's CPU Bernoulli draws from mt19937 one element at a time: 1.3 ms
+    for a batch of 100 MNIST images on a 2-core AMD EPYC, a fifth of a
+    k = 1 training step; PCG64's uniforms and the comparison take 0.3 ms.
+    The seed comes from ``generator`` (or torch's global generator), which
+    stays the only random state: a resumed run draws the same pixels.
+    """
+    if p.device.type != "cpu":
+        return torch.bernoulli(p, generator=generator)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    u = np.random.default_rng(seed).random(tuple(p.shape), dtype=np.float32)
+    return (torch.from_numpy(u) < p).to(p.dtype)
