@@ -3,6 +3,7 @@ peak, and against pythae's trainer on the same networks, batch and data.
 
     python benchmarks/speed.py                 # elbolab only
     python benchmarks/speed.py --pythae /work/venvs/pythae/bin/python   # side by side with pythae
+    python benchmarks/speed.py --pythae /work/venvs/pythae/bin/python --rounds 3   # alternating, medians
 
 pythae runs in its own virtual environment (it is no dependency of elbolab):
 ``python -m venv V && V/bin/pip install torch==2.13.0 pythae``.
@@ -11,7 +12,12 @@ Throughput is measured on real epochs of elbolab.train (the first
 --n-images MNIST training images, dynamically binarized, batch 100, fused
 Adam), eager and with ``train.compile=true``, the first epoch (which holds
 the compilation) discarded as warm-up; pythae's BaseTrainer gets the same
-images (binarized once), networks, batch and Adam settings.
+images (binarized once), networks, batch and Adam settings. With
+``--rounds N`` the three (eager, compiled, pythae) run N times in turn and
+each column is the median over all rounds: this shared host's speed drifts
+by tens of percent between minutes, and alternating puts every trainer in
+the same minutes (one round: pythae's k = 1 epoch read 0.86 s in one run and
+1.31 s in the next).
 
 FLOPs are the matmul FLOPs the step actually executes, 2 per multiply-add.
 For a Linear layer with n_in inputs, n_out outputs and R rows (R = B for
@@ -172,6 +178,8 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=12_000, help="training images per epoch (rates scale to 60k)")
     parser.add_argument("--n-test", type=int, default=500, help="test images for the k=5000 timing (scaled to 10k)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat eager, compiled and pythae epochs this many times, alternating; medians over all")
     parser.add_argument("--pythae", metavar="PYTHON", help="python of a venv with pythae, to measure it side by side")
     args = parser.parse_args()
     if args.pythae and not os.access(args.pythae, os.X_OK):
@@ -184,18 +192,23 @@ def main() -> None:
     print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"float32 matmul peak at 2048^3: " + ", ".join(f"{name} {rate:.1f}" for name, rate in peaks.items())
           + f" GFLOP/s; oneDNN for every large product: {nets.ONEDNN_ALL_PRODUCTS}; load average {os.getloadavg()[0]:.2f}")
-    print(f"{args.n_images} training images per epoch, batch {args.batch_size}, {args.epochs} measured epochs\n")
+    print(f"{args.n_images} training images per epoch, batch {args.batch_size}, {args.epochs} measured epochs "
+          f"x {args.rounds} round(s), medians\n")
     rows, models = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         data = subset_npz(args.n_images, Path(tmp))
         for k in KS:
-            eager, _ = elbolab_epochs(k, args.batch_size, args.epochs, data, compile=False)
-            before = max(peak_matmul_gflops().values())
-            fast, model = elbolab_epochs(k, args.batch_size, args.epochs, data, compile=True)
-            row_peak = max(before, *peak_matmul_gflops().values())  # the host's speed drifts: the peak of these minutes
+            eager, fast, theirs, peaks_seen = [], [], [], []
+            for _ in range(args.rounds):  # rounds interleave the three trainers over the same minutes
+                eager += elbolab_epochs(k, args.batch_size, args.epochs, data, compile=False)[0]
+                peaks_seen.append(max(peak_matmul_gflops().values()))
+                seconds, model = elbolab_epochs(k, args.batch_size, args.epochs, data, compile=True)
+                fast += seconds
+                peaks_seen.append(max(peak_matmul_gflops().values()))
+                if args.pythae:
+                    theirs += pythae_epochs(args.pythae, k, args.batch_size, args.epochs, data, torch.get_num_threads())
+            row_peak = max(peaks_seen)  # the host's speed drifts: the peak of these minutes
             models[k] = model
-            theirs = (pythae_epochs(args.pythae, k, args.batch_size, args.epochs, data, torch.get_num_threads())
-                      if args.pythae else [])
             flops = training_flops_per_image(model, k) * args.batch_size  # per step
             bound = flops / matmul_bound_seconds(model, k, args.batch_size) / 1e9
             rows.append((k, statistics.median(eager), statistics.median(fast), flops / args.batch_size, bound,
