@@ -148,7 +148,8 @@ def main() -> None:
         out = worker(args.worker, int(args.steps))
         if distributed.is_main():
             Path(args.result).write_text(json.dumps(out))
-        distributed.leave(0)
+        distributed.leave(0)  # a rank ends here; a one-process worker returns
+        return
 
     load = os.getloadavg()[0]
     models = args.models.split(",")
