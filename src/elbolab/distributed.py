@@ -97,7 +97,9 @@ def leave(status: int | str | None) -> None:
         return
     if isinstance(status, str):  # sys.exit("message"): the message on stderr, status 1
         print(status, file=sys.stderr)
-    code = 0 if status is None else status if isinstance(status, int) else 1
+        code = 1
+    else:
+        code = status or 0
     if code == 0:
         dist.barrier()
     for stream in (sys.stdout, sys.stderr):
