@@ -86,3 +86,58 @@ def test_training_loss_compiles_to_one_graph(bound):
     # eval.compile's graph: the k-sample log-weights of a chunk
     explanation = torch._dynamo.explain(_chunk_log_weights)(model.eval(), batch[0], None, 4)
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_auto_compiles_only_on_a_cpu_with_a_compiler_and_enough_samples():
+    """eval.compile = "auto": compile where the ~20 s compile pays (AUTO_MIN_SAMPLES), never without a C++ compiler."""
+    import torch._inductor.config as inductor
+
+    from elbolab.compiled import AUTO_MIN_SAMPLES, cpp_compiler, should_compile
+
+    cpu = torch.device("cpu")
+    assert should_compile(True, cpu, 1) and not should_compile(False, cpu, 10**9)
+    assert not should_compile("auto", cpu, AUTO_MIN_SAMPLES - 1)
+    assert not should_compile("auto", torch.device("cuda"), AUTO_MIN_SAMPLES)
+    assert should_compile("auto", cpu, AUTO_MIN_SAMPLES) == (cpp_compiler() is not None)
+    with inductor.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+        assert cpp_compiler() is None
+        assert not should_compile("auto", cpu, 10**9)
+
+
+def test_auto_compile_that_fails_warns_and_runs_eagerly_with_the_same_draws(tmp_path, capfd):
+    """Under "auto" a failed compile is a one-line warning; the result is the eager one, draw for draw."""
+    import torch._inductor.config as inductor
+
+    from elbolab.bounds import _compiled_chunk
+
+    run = train(tiny_config("train.epochs=1", "train.eval_subset=0"), tmp_path / "run", progress=False)
+    model = load(run).eval()
+    x = torch.bernoulli(torch.full((5, model.data_dim), 0.3), generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    eager = importance_sample(model, x, k=30, k_chunk=10)
+    _compiled_chunk.cache_clear()
+    torch._dynamo.reset()  # compile afresh, under the broken compiler
+    try:
+        with inductor.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}):
+            torch.manual_seed(0)
+            fallen = importance_sample(model, x, k=30, k_chunk=10, compile=True, eager_fallback=True)
+            with pytest.raises(ConfigError, match=r"eval\.compile=false"):  # asked for explicitly: an error
+                importance_sample(model, x, k=30, k_chunk=10, compile=True)
+    finally:
+        _compiled_chunk.cache_clear()
+        torch._dynamo.reset()
+    warning = [line for line in capfd.readouterr().err.splitlines() if "torch.compile failed" in line]
+    assert len(warning) == 1 and "running eagerly (eval.compile=auto)" in warning[0]
+    for name in ("value", "reconstruction", "kl", "log_weights"):
+        assert torch.equal(getattr(fallen, name), getattr(eager, name)), name
+
+
+def test_eval_compile_accepts_bool_or_auto():
+    from elbolab.config import apply_overrides, load_preset
+
+    config = load_preset("vae-mnist")
+    assert config.eval.compile == "auto"
+    assert apply_overrides(config, ["eval.compile=true"]).eval.compile is True
+    assert apply_overrides(config, ["eval.compile=auto"]).eval.compile == "auto"
+    with pytest.raises(ConfigError, match=r'eval\.compile must be bool or "auto", got \'sometimes\''):
+        apply_overrides(config, ["eval.compile=sometimes"])

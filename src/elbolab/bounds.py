@@ -149,6 +149,7 @@ def importance_sample(
     k: int = 5000,
     k_chunk: int = 500,
     compile: bool = False,
+    eager_fallback: bool = False,
 ) -> BoundTerms:
     """L_k with large k, drawn ``k_chunk`` samples at a time so memory stays bounded.
 
@@ -157,12 +158,13 @@ def importance_sample(
     k per example for :func:`bound_curve`. Every model's test log-likelihood
     is this function: never a per-model routine. With ``compile`` each
     chunk's log-weights and sums run as one torch.compile graph (the same
-    random draws; equal up to rounding).
+    random draws; equal up to rounding); ``eager_fallback`` makes a failed
+    compile a warning and runs the chunks eagerly (``eval.compile = "auto"``).
     """
     _check_k(k)
     if k_chunk < 1:
         raise ConfigError(f"k_chunk must be a positive integer, got {k_chunk!r}")
-    chunk = _compiled_chunk() if compile else _chunk_log_weights
+    chunk = _compiled_chunk(eager_fallback) if compile else _chunk_log_weights
     log_w, reconstruction, mc_kl = [], 0.0, 0.0
     for start in range(0, k, k_chunk):
         chunk_log_w, chunk_reconstruction, chunk_mc_kl, kl = chunk(model, x, c, min(k_chunk, k - start))
@@ -184,11 +186,11 @@ def _chunk_log_weights(model: LatentVariableModel, x: torch.Tensor, c: torch.Ten
 
 
 @functools.cache
-def _compiled_chunk():
+def _compiled_chunk(eager_fallback: bool = False):
     """:func:`_chunk_log_weights` under torch.compile, built once per process (speed, issue 2)."""
     from .compiled import compiled
 
-    return compiled(_chunk_log_weights, "eval.compile")
+    return compiled(_chunk_log_weights, "eval.compile", fallback=eager_fallback)
 
 
 def bound_curve(log_w: torch.Tensor, ks: Sequence[int]) -> dict[int, torch.Tensor]:

@@ -207,7 +207,7 @@ def evaluate(
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP + "; each rank scores a share of the test set"),
     compile: Optional[bool] = typer.Option(
         None, "--compile/--no-compile", help="fuse the log-weights with torch.compile (needs gcc or clang); "
-        "default: the run's eval.compile"),
+        "default: the run's eval.compile (auto: from 10M importance samples on, where a C++ compiler is found)"),
 ) -> None:
     """Dissect a run's bound on its test set; writes RUN/eval.json and prints the table."""
     from . import distributed

@@ -12,11 +12,13 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union
 
 import tomli_w
 
 from .errors import ConfigError
+
+Switch = Union[bool, Literal["auto"]]  # on, off, or decided per run (e.g. elbolab.compiled.should_compile)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -133,7 +135,7 @@ class EvalConfig:
     num_imputations: int = 10  # draws of z from the prior network per row for the test imputation metrics
     test_mask_level: float = 0.5  # MCAR share hidden in the test rows (the VAEAC paper's 50%)
     # speed (issue 2)
-    compile: bool = False  # fuse the k-sample log-weights of each chunk with torch.compile (inductor)
+    compile: Switch = "auto"  # fuse each chunk's k-sample log-weights with torch.compile; auto: where it pays (compiled.py)
 
 
 @dataclass
@@ -158,8 +160,19 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``kind`` (int, float, str, bool, list[...])."""
+    """Check ``value`` against the annotation ``kind`` (int, float, str, bool, list[...], Literal, Union)."""
     origin = typing.get_origin(kind)
+    if origin is Union:
+        for arm in typing.get_args(kind):
+            try:
+                return _coerce(value, arm, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {' or '.join(_kind_name(arm) for arm in typing.get_args(kind))}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(kind) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be {_kind_name(kind)}, got {value!r}")
     if origin is list:
         (item_kind,) = typing.get_args(kind)
         if not isinstance(value, (list, tuple)):
@@ -177,7 +190,14 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{where} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    raise ConfigError(f"{where} must be {_kind_name(kind)}, got {value!r}")
+
+
+def _kind_name(kind: Any) -> str:
+    """``bool``, ``"auto"``: how an error message names an annotation."""
+    if typing.get_origin(kind) is Literal:
+        return " or ".join(f'"{v}"' for v in typing.get_args(kind))
+    return getattr(kind, "__name__", str(kind))
 
 
 def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .bounds import analytic_kl, bound_curve, importance_sample
+from .compiled import Switch, should_compile
 from .config import EvalConfig
 from .errors import ConfigError
 from .floats import flush_denormals
@@ -66,10 +67,12 @@ def dissect(
     progress: bool = False,
     total: int | None = None,
     compile: bool = False,
+    eager_fallback: bool = False,
 ) -> dict[str, Any]:
     """Every term of the bound on the examples of ``batches``, as plain numbers (the content of eval.json).
 
-    ``compile`` runs each chunk of log-weights through torch.compile (``eval.compile``; same draws, equal up to rounding).
+    ``compile`` runs each chunk of log-weights through torch.compile (``eval.compile``; same draws, equal up
+    to rounding); with ``eager_fallback`` a failed compile warns and the chunks run eagerly.
     """
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
@@ -83,7 +86,7 @@ def dissect(
             if i % world != rank:  # under torchrun, rank r takes batches r, r + N, ...
                 continue
             torch.manual_seed(batch_seed(seed, i))  # each batch its own stream: the numbers do not depend on N
-            parts.append((i, _dissect_batch(model, x, c, ks, k_chunk, compile)))
+            parts.append((i, _dissect_batch(model, x, c, ks, k_chunk, compile, eager_fallback)))
     parts = sorted((p for rank_parts in distributed.all_gather(parts) for p in rank_parts), key=lambda p: p[0])
     rows = {name: [values[name] for _, values in parts] for name in (parts[0][1] if parts else {})}  # already on the CPU
     if not rows:
@@ -115,10 +118,11 @@ def batch_seed(seed: int, index: int) -> int:
 
 
 def _dissect_batch(
-    model: LatentVariableModel, x, c, ks: Sequence[int], k_chunk: int, compile: bool = False
+    model: LatentVariableModel, x, c, ks: Sequence[int], k_chunk: int, compile: bool = False,
+    eager_fallback: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per-example terms of one test batch: L_k for every k, reconstruction, KL, E_q[z] and (if factorised) KL per dimension."""
-    terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk, compile=compile)
+    terms = importance_sample(model, x, c, k=ks[-1], k_chunk=k_chunk, compile=compile, eager_fallback=eager_fallback)
     out = {f"L_{k}": values for k, values in bound_curve(terms.log_weights, ks).items()}
     out["reconstruction"], out["kl"] = terms.reconstruction, terms.kl
     q, p = model.posterior(x, c), model.prior(c)
@@ -140,13 +144,14 @@ def evaluate(
     device: str = "cpu",
     which: str = "best",
     progress: bool = True,
-    compile: bool | None = None,
+    compile: Switch | None = None,
 ) -> dict[str, Any]:
     """Dissect the bound of a trained run on its test set, write ``eval.json`` and return it.
 
     Arguments left as None take the run's ``[eval]`` config. Memory stays
     bounded by ``batch_size`` examples x ``k_chunk`` samples per pass.
-    ``compile`` runs the log-weights through torch.compile (``eval.compile``).
+    ``compile`` runs the log-weights through torch.compile (``eval.compile``):
+    True, False, or "auto" (compiled where it pays: :func:`elbolab.compiled.should_compile`).
     """
     run = require_run(run_dir)
     config = read_config(run)
@@ -163,6 +168,7 @@ def evaluate(
     model = load(run, which=which, device=dev)
     task = make_task(config, dev)
     n_total = task.num_test_examples(n)
+    switch = cfg.compile if compile is None else compile
     result = dissect(
         model,
         task.test_batches(batch_size, n),
@@ -172,7 +178,8 @@ def evaluate(
         seed=seed,
         progress=progress,
         total=-(-n_total // batch_size),
-        compile=cfg.compile if compile is None else compile,
+        compile=should_compile(switch, dev, n_total * max(ks, default=0)),
+        eager_fallback=switch == "auto",
     )
     result = {"run": str(run), "preset": config.preset, "task": config.task, "model": config.model.name,
               "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta, **result}
