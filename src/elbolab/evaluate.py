@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from . import distributed
 from .bounds import analytic_kl, bound_curve, importance_sample
-from .compiled import Switch, should_compile
-from .config import EvalConfig
+from .compiled import should_compile
+from .config import EvalConfig, Switch
 from .errors import ConfigError
 from .floats import flush_denormals
 from .models import LatentVariableModel
