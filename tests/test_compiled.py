@@ -141,3 +141,84 @@ def test_eval_compile_accepts_bool_or_auto():
     assert apply_overrides(config, ["eval.compile=auto"]).eval.compile == "auto"
     with pytest.raises(ConfigError, match=r'eval\.compile must be bool or "auto", got \'sometimes\''):
         apply_overrides(config, ["eval.compile=sometimes"])
+
+
+def _task(*overrides):
+    return make_task(tiny_config(*overrides), torch.device("cpu"))
+
+
+def test_train_auto_compiles_long_single_process_cpu_runs_of_tasks_that_compile(monkeypatch):
+    """train.compile = "auto": a run of AUTO_MIN_UPDATES updates or more, of a task whose loss is one graph."""
+    import importlib
+
+    from elbolab.compiled import AUTO_MIN_UPDATES, cpp_compiler
+    from elbolab.train import Phase, compiles
+
+    cpu, one = torch.device("cpu"), [Phase()]
+    task = _task()  # vae-digits: 1,500 training images of batch 50 -> 30 updates per epoch
+    assert task.config.train.compile == "auto"
+    epochs_enough = -(-AUTO_MIN_UPDATES // task.num_batches())
+    task.config.train.epochs = epochs_enough - 1
+    assert not compiles(task, cpu, one)  # short runs (every test, the quickstart) stay eager
+    task.config.train.epochs = epochs_enough
+    assert compiles(task, cpu, one) == (cpp_compiler() is not None)
+    assert not compiles(task, cpu, [Phase(passes=0)])  # counts the plan's passes
+    assert not compiles(task, torch.device("cuda"), one)
+    task.config.train.compile = False
+    assert not compiles(task, cpu, one)
+    task.config.train.compile, task.config.train.epochs = True, 1
+    assert compiles(task, cpu, one)  # an explicit true compiles whatever the length
+    task.config.train.compile, task.config.train.epochs = "auto", epochs_enough
+    train_module = importlib.import_module("elbolab.train")  # the package exports a function of that name
+    monkeypatch.setattr(train_module.distributed, "active", lambda: True)
+    assert not compiles(task, cpu, one)  # DDP runs are not auto-compiled (not yet measured)
+    monkeypatch.undo()
+    monkeypatch.setattr(type(task), "auto_compile", False)
+    assert not compiles(task, cpu, one)
+
+
+@pytest.mark.parametrize("overrides", [
+    ("bound.name='elbo'", "bound.corruption='salt_and_pepper'", "bound.corruption_level=0.1"),  # DVAE
+    ("task='quadrants'", "model.name='cvae'", "model.hidden=[32]", "model.latent_dim=4"),  # CVAE
+    ("task='quadrants'", "model.name='cvae'", "model.hidden=[32]", "model.latent_dim=4", "bound.name='gsnn'"),
+    ("task='inpainting'", "model.name='vaeac'", "model.hidden=[32, 32]", "model.latent_dim=4",
+     "bound.mask='rectangle_or_mcar'", "bound.mask_level=0.5"),  # VAEAC
+])
+def test_tasks_that_auto_compile_have_a_one_graph_loss(overrides):
+    """Every task family that lets "auto" compile it (the images' subclasses inherit it) compiles without a break."""
+    task = _task(*overrides)
+    model = task.build_model()
+    batch = next(iter(task.batches(torch.Generator().manual_seed(0))))
+    explanation = torch._dynamo.explain(task.loss)(model, batch, 0)
+    assert not task.auto_compile or explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_auto_decision_is_kept_in_the_checkpoint_and_resume_follows_it(tmp_path, monkeypatch):
+    """The decision "auto" made at the start is the run's: a resume with more epochs does not revisit it."""
+    import importlib
+
+    import elbolab.compiled as compiled_module
+
+    monkeypatch.setattr(compiled_module, "cpp_compiler", lambda: "c++")
+    monkeypatch.setattr(importlib.import_module("elbolab.train"), "AUTO_MIN_UPDATES", 80)  # vae-digits: 30 updates/epoch
+    train(tiny_config("train.epochs=2", "train.eval_subset=0"), tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run")["compiled"] is False  # 60 updates: eager
+    train(tiny_config("train.epochs=3", "train.eval_subset=0"), tmp_path / "run", resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "run")["compiled"] is False  # 90 now, but the run started eager
+    train(tiny_config("train.epochs=3", "train.eval_subset=0"), tmp_path / "long", progress=False)
+    assert load_checkpoint(tmp_path / "long")["compiled"] is True
+
+
+def test_a_loss_dynamo_cannot_trace_is_a_config_error_not_a_traceback(tmp_path):
+    """train.compile=true on the sparse recommendation task: dynamo fails inside (a plain IndexError in
+    torch 2.13); the trainer says how to turn compile off, and the run's earlier checkpoint stays."""
+    from test_recommendation import cf_config
+
+    run = tmp_path / "cf"
+    train(cf_config(tmp_path, "mult-dae-ml100k", "train.epochs=1"), run, progress=False)
+    before = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"^torch\.compile failed \(.*turn it off with --set train\.compile=false$"):
+        train(cf_config(tmp_path, "mult-dae-ml100k", "train.epochs=1", "train.compile=true"), tmp_path / "cf2",
+              progress=False)
+    assert not (tmp_path / "cf2" / "checkpoint.pt").exists()
+    assert (run / "checkpoint.pt").read_bytes() == before

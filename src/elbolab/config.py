@@ -118,7 +118,7 @@ class TrainConfig:
     # distributed training and mixed precision (issue 7)
     precision: str = "fp32"  # fp32, or bf16 (autocast; needs a CUDA GPU with bfloat16)
     # speed (issue 2)
-    compile: bool = False  # fuse each step's loss and gradient with torch.compile (inductor); same numbers up to rounding
+    compile: Switch = "auto"  # fuse each step's loss and gradient with torch.compile (inductor); same numbers up to rounding; auto: long CPU runs (compiled.py)
 
 
 @dataclass

@@ -139,6 +139,7 @@ class ImageTask:
     """
 
     selection_metric: str | None = None
+    auto_compile = True  # train.compile = "auto" may compile its loss (one graph, tests/test_compiled.py)
 
     def __init__(self, config: Config, device: torch.device | str = "cpu") -> None:
         self.config = config

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import __version__
 from . import distributed
-from .compiled import compiled
+from .compiled import AUTO_MIN_UPDATES, compiled, should_compile
 from .config import Config, to_dict
 from .bounds import BoundTerms
 from .errors import ConfigError, RunError, TrainingError
@@ -168,7 +168,10 @@ def _restore(
     generator.set_state(checkpoint["rng"]["data"].cpu())
     if torch.device(device).type == "cuda" and checkpoint["rng"].get("cuda"):
         torch.cuda.set_rng_state_all([s.cpu() for s in checkpoint["rng"]["cuda"]])
-    return {"epoch": checkpoint["epoch"], "step": checkpoint["step"], "best": checkpoint.get("best")}
+    state = {"epoch": checkpoint["epoch"], "step": checkpoint["step"], "best": checkpoint.get("best")}
+    if "compiled" in checkpoint:  # what train.compile = "auto" decided when the run started (older runs: their bool)
+        state["compiled"] = checkpoint["compiled"]
+    return state
 
 
 def _own_rng_state(checkpoint: dict[str, Any]) -> torch.Tensor:
@@ -195,6 +198,7 @@ def _checkpoint(model, optimizer, generator, state, device) -> dict[str, Any]:
         "epoch": state["epoch"],
         "step": state["step"],
         "best": state["best"],
+        "compiled": state["compiled"],
         "rng": rng,
     }
 
@@ -221,7 +225,10 @@ def fit(
     optimizers: Optimizers = optimizer if isinstance(optimizer, dict) else {"all": optimizer}
     planned = hasattr(task, "update_plan")
     plan: list[Phase] = task.update_plan(model) if planned else [Phase()]
-    loss_fn = compiled(task.loss, "train.compile") if cfg.compile else task.loss  # speed (issue 2): one fused graph
+    state.setdefault("compiled", compiles(task, device, plan))
+    loss_fn = task.loss  # speed (issue 2): one fused graph of the loss and, through autograd, its backward
+    if state["compiled"]:
+        loss_fn = compiled(task.loss, "train.compile", fallback=cfg.compile == "auto")
     objective = objective_module(model, task, planned, loss_fn)
     world, main = distributed.world_size(), distributed.is_main()
     progress = progress and main
@@ -286,6 +293,17 @@ def fit(
             save_checkpoint(run, checkpoint)
         if progress:
             print(_epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
+
+
+def compiles(task: Task, device: torch.device, plan: list[Phase]) -> bool:
+    """Whether a run's steps run compiled: ``train.compile`` if it is a bool; for "auto", one process on a CPU
+    with a C++ compiler, a task whose loss compiles to one graph (``auto_compile``), and a run of at least
+    :data:`~elbolab.compiled.AUTO_MIN_UPDATES` updates, where the compile's tens of seconds pay."""
+    cfg = task.config.train
+    if cfg.compile == "auto" and (distributed.active() or not getattr(task, "auto_compile", False)):
+        return False
+    updates = cfg.epochs * task.num_batches() * sum(phase.passes for phase in plan)
+    return should_compile(cfg.compile, device, updates, minimum=AUTO_MIN_UPDATES)
 
 
 def update(
