@@ -111,6 +111,61 @@ def test_liang_split_follows_the_protocol():
     assert isinstance(split.train, sp.csr_matrix)
 
 
+def _liang_notebook_split(data: Interactions, heldout: int, seed: int = 98765) -> dict[str, sp.csr_matrix]:
+    """Liang et al. (2018)'s preprocessing notebook (github.com/dawenl/vae_cf), transcribed in pandas:
+    the reference the split must equal, matrix for matrix."""
+    raw = pd.DataFrame({"userId": data.user, "movieId": data.item, "rating": data.rating})
+    raw = raw[raw["rating"] > 3.5]
+    counts = raw.groupby("userId").size()
+    raw = raw[raw["userId"].isin(counts.index[counts >= 5])]
+    unique_uid = raw.groupby("userId").size().index
+    np.random.seed(seed)
+    unique_uid = unique_uid[np.random.permutation(unique_uid.size)]
+    n = unique_uid.size
+    train_users, heldout_users = unique_uid[: n - 2 * heldout], (unique_uid[n - 2 * heldout : n - heldout], unique_uid[n - heldout :])
+    train_plays = raw.loc[raw["userId"].isin(train_users)]
+    unique_sid = pd.unique(train_plays["movieId"])
+    show2id = {s: i for i, s in enumerate(unique_sid)}
+    profile2id = {p: i for i, p in enumerate(unique_uid)}
+
+    def split_train_test_proportion(plays, test_prop=0.2):  # the notebook's, users in groupby (sorted id) order
+        fold_in, target = [], []
+        np.random.seed(seed)
+        for _, group in plays.groupby("userId"):
+            n_items = len(group)
+            if n_items >= 5:
+                idx = np.zeros(n_items, dtype=bool)
+                idx[np.random.choice(n_items, size=int(test_prop * n_items), replace=False).astype("int64")] = True
+                fold_in.append(group[~idx])
+                target.append(group[idx])
+            else:
+                fold_in.append(group)
+        return pd.concat(fold_in), pd.concat(target)
+
+    def matrix(plays, start, rows):
+        r = np.array([profile2id[u] for u in plays["userId"]]) - start
+        c = np.array([show2id[i] for i in plays["movieId"]])
+        return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(rows, len(unique_sid)))
+
+    out = {"train": matrix(train_plays, 0, len(train_users))}
+    for name, users, start in (("valid", heldout_users[0], n - 2 * heldout), ("test", heldout_users[1], n - heldout)):
+        plays = raw.loc[raw["userId"].isin(users)]
+        fold_in, target = split_train_test_proportion(plays.loc[plays["movieId"].isin(unique_sid)])
+        out[f"{name}_in"], out[f"{name}_out"] = matrix(fold_in, start, heldout), matrix(target, start, heldout)
+    return out
+
+
+@pytest.mark.parametrize("seed", [98765, 3])
+def test_split_equals_liang_et_al_notebook_matrix_for_matrix(seed):
+    """The same five matrices as the authors' code (the 80/20 draws go to users in sorted-id order, as its groupby)."""
+    data = _toy(n_users=120, n_items=60, seed=5)
+    split = liang_split(data, heldout_users=20, seed=seed)
+    reference = _liang_notebook_split(data, 20, seed)
+    for name, theirs in reference.items():
+        ours = getattr(split, name)
+        assert ours.shape == theirs.shape and (ours != theirs).nnz == 0, name
+
+
 def test_split_is_deterministic_and_saved_byte_identically(tmp_path):
     data = _toy()
     a, b = liang_split(data, heldout_users=8, seed=3), liang_split(data, heldout_users=8, seed=3)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from elbolab.cli import app
 from elbolab.config import apply_overrides, load_preset
-from elbolab.evaluate import evaluate
+from elbolab.evaluate import evaluate, format_eval
 from elbolab.models import build_model
 from elbolab.recommendation import Recommender, RecommendationTask
 from elbolab.runs import load_checkpoint, read_metrics
@@ -60,6 +60,14 @@ def test_each_model_learns_and_keeps_its_best_validation_epoch(tmp_path, preset)
     assert tm["users"] + tm["skipped_users"] == 20
     assert tm["recall@20"]["mean"] > 0.9
     assert np.isfinite(result["elbo"]["mean"])
+    # The KL weight training used at the evaluated (best) epoch, next to the config's target.
+    trained = result["train_beta"]
+    assert trained["epoch"] == best["epoch"] and trained["value"] == metrics[best["epoch"] - 1]["beta"]
+    assert trained["weight"] == ("gamma * |x_u|" if preset == "recvae-ml100k" else "beta")
+    if preset == "mult-vae-ml100k":  # annealed by step / 20 here (0-based step of the epoch's last update), cap 0.2
+        assert trained["value"] == pytest.approx(min(0.2, (metrics[best["epoch"] - 1]["step"] - 1) / 20))
+    label = "gamma (KL x gamma*|x_u|)" if preset == "recvae-ml100k" else "beta (training)"
+    assert f"{label}" in format_eval(result) and f"(epoch {best['epoch']};" in format_eval(result)
 
 
 def test_run_keeps_its_split_byte_identically(tmp_path):

@@ -24,7 +24,7 @@ from .config import EvalConfig, Switch
 from .errors import ConfigError
 from .floats import flush_denormals
 from .models import LatentVariableModel
-from .runs import EVAL, load, read_config, read_eval, require_run, write_json
+from .runs import BEST, EVAL, load, read_config, read_eval, read_metrics, require_run, write_json
 from .tasks import Batch, make_task, resolve_device
 
 
@@ -182,12 +182,36 @@ def evaluate(
         eager_fallback=switch == "auto",
     )
     result = {"run": str(run), "preset": config.preset, "task": config.task, "model": config.model.name,
-              "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta, **result}
+              "bound": config.bound.name, "k_train": config.bound.k, "beta": config.bound.beta,
+              "train_beta": training_beta(run, config.bound.gamma, task.selection_metric if which == "best" else None),
+              **result}
     result["task_metrics"] = task.test_metrics(model, n)
     result = {**result, **_other_entries(run, result)}
     if distributed.is_main():
         write_json(run / EVAL, result)
     return result
+
+
+def training_beta(run: Path, gamma: float = 0.0, selection_metric: str | None = None) -> dict[str, Any] | None:
+    """The KL weight of the training bound at the last update of the evaluated epoch, from metrics.jsonl.
+
+    ``beta`` (the config's) is the target; an annealed beta is below it until
+    its warm-up ends, and Mult-VAE's stays at its cap (Liang et al. 2018: 0.2).
+    The evaluated epoch is the one best.pt holds (the first with the highest
+    ``selection_metric``, as the trainer keeps it) or the last. With
+    ``gamma`` > 0 (RecVAE) the weight of user u is gamma * |x_u|. None for a
+    run without metrics.
+    """
+    records = read_metrics(run)
+    if not records:
+        return None
+    index = len(records) - 1
+    if selection_metric and (run / BEST).is_file():
+        scores = [r.get(selection_metric, math.nan) for r in records]
+        finite = [i for i, v in enumerate(scores) if isinstance(v, (int, float)) and math.isfinite(v)]
+        index = max(finite, key=lambda i: (scores[i], -i)) if finite else index
+    weight = "gamma * |x_u|" if gamma > 0 else "beta"
+    return {"value": records[index]["beta"], "epoch": records[index]["epoch"], "weight": weight}
 
 
 def _other_entries(run: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +233,10 @@ def format_eval(result: dict[str, Any]) -> str:
     lines.append(row("ELBO", result["elbo"]))
     lines.append(row("  reconstruction", result["reconstruction"]))
     lines.append(row("  KL(q || p)", result["kl"]))
+    trained = result.get("train_beta")
+    if trained:  # the ELBO above weighs KL by 1; this is the weight training used
+        name = "gamma (KL x gamma*|x_u|)" if trained["weight"] != "beta" else "beta (training)"
+        lines.append(f"  {name:<26} {trained['value']:>11.4g}  (epoch {trained['epoch']}; ELBO above at beta = 1)")
     for k, stat in result["bound_curve"].items():
         lines.append(row(f"L_{k}", stat))
     ll = result["log_likelihood"]

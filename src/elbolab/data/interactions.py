@@ -15,8 +15,10 @@ and their public preprocessing notebook) in :func:`liang_split`:
    out, h for validation and h for test (h = 10,000 for ML-20M);
 4. the item set is the set of items the training users clicked, in order of
    first appearance; held-out users' other items are dropped;
-5. each held-out user with >= 5 items has 20% of them (``RandomState(seed)``,
-   without replacement) as the *target*, the rest as the *fold-in*; users with
+5. each held-out user with >= 5 items has 20% of them (one ``RandomState(seed)``
+   per block, drawing for its users in order of original id, as the
+   notebook's ``groupby``; without replacement) as the *target*, the rest as
+   the *fold-in* (the five matrices equal the notebook's); users with
    fewer keep all as fold-in (they have no target and are skipped, and counted,
    by the ranking metrics).
 
@@ -367,7 +369,8 @@ def liang_split(
     parts = []
     for start in (n_train, n_train + h):
         sel = (user_row >= start) & (user_row < start + h) & known
-        parts.append(_fold_in_target(user_row[sel] - start, column[sel], h, len(item_ids), target_fraction, seed))
+        visit = np.argsort(permuted[start : start + h], kind="stable")  # the block's rows by original user id
+        parts.append(_fold_in_target(user_row[sel] - start, column[sel], visit, len(item_ids), target_fraction, seed))
     titles = np.array([data.titles.get(_plain(i), "") for i in item_ids], dtype=str) if data.titles else np.full(len(item_ids), "", dtype=str)
     return InteractionSplit(
         train=train,
@@ -407,14 +410,20 @@ def _csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_m
     return m
 
 
-def _fold_in_target(rows, cols, n_users, n_items, target_fraction, seed):
-    """Liang et al.'s split_train_test_proportion: per user (in id order), 20% of items as target."""
+def _fold_in_target(rows, cols, visit, n_items, target_fraction, seed):
+    """Liang et al.'s split_train_test_proportion: 20% of each user's items as target.
+
+    One RandomState(seed) draws for the users in ``visit`` order (the rows
+    sorted by original user id: the notebook's ``groupby('userId')``), so the
+    matrices equal the authors' code's (tests/test_interactions.py).
+    """
+    n_users = len(visit)
     rng = np.random.RandomState(seed)
     order = np.argsort(rows, kind="stable")  # each user's items keep their file order
     rows, cols = rows[order], cols[order]
     bounds = np.searchsorted(rows, np.arange(n_users + 1))
     is_target = np.zeros(len(rows), dtype=bool)
-    for u in range(n_users):
+    for u in visit:
         lo, hi = bounds[u], bounds[u + 1]
         n = hi - lo
         if n >= MIN_ITEMS_TO_SPLIT:
