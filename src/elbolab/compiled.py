@@ -19,8 +19,8 @@ few thousand images on; a failed compile under auto warns and runs eager.
 optimizer updates, in one process on the CPU, for a task whose loss is known
 to compile to one graph (``Task.auto_compile``). Measured on an AMD EPYC
 (2 cores, benchmarks/compile_cost.py): a compiled MNIST step saves 0.4-0.8 ms
-at batch 20 and k <= 5 and 3-15 ms at batch 100, against a compile of the
-forward and backward graphs of 16-22 s with a cold inductor cache (2-4 s
+at batch 20 and k <= 5 and 3-17 ms at batch 100, against a compile of the
+forward and backward graphs of 16-25 s with a cold inductor cache (3-5 s
 warm), so the worst case (batch 20, k = 5) pays from ~50,000 updates on; the
 threshold is twice that. The decision is made once, when the run starts, and
 kept in its checkpoint, so ``--resume`` takes the same path and stays exact.
