@@ -200,7 +200,7 @@ def training_beta(run: Path, gamma: float = 0.0, selection_metric: str | None = 
     The evaluated epoch is the one best.pt holds (the first with the highest
     ``selection_metric``, as the trainer keeps it) or the last. With
     ``gamma`` > 0 (RecVAE) the weight of user u is gamma * |x_u|. None for a
-    run without metrics.
+    run without metrics (or whose metrics predate the beta column).
     """
     records = read_metrics(run)
     if not records:
@@ -210,6 +210,8 @@ def training_beta(run: Path, gamma: float = 0.0, selection_metric: str | None = 
         scores = [r.get(selection_metric, math.nan) for r in records]
         finite = [i for i, v in enumerate(scores) if isinstance(v, (int, float)) and math.isfinite(v)]
         index = max(finite, key=lambda i: (scores[i], -i)) if finite else index
+    if "beta" not in records[index]:
+        return None
     weight = "gamma * |x_u|" if gamma > 0 else "beta"
     return {"value": records[index]["beta"], "epoch": records[index]["epoch"], "weight": weight}
 
