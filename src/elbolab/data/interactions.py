@@ -178,7 +178,7 @@ def _from_frame(frame, path, user_col, item_col, rating_col, timestamp_col, dupl
         bad = ~np.isfinite(values)
         if bad.any():
             i = int(np.argmax(bad))
-            raise DataError(f"{where(i)}: {col!r} is {frame[col].iloc[i]!r}, not a finite number; fix or drop that row")
+            raise DataError(f"{where(i)}: {col!r} is {_plain(frame[col].iloc[i])!r}, not a finite number; fix or drop that row")
         columns[col] = values
     user = _ids(frame[user_col].to_numpy())
     item = _ids(frame[item_col].to_numpy())
@@ -215,7 +215,7 @@ def _deduplicate(user, item, rating, policy: str, where: Callable[[int], str]) -
         rows = np.flatnonzero(key == k)[:2]
         raise DataError(
             f"{where(int(rows[1]))}: duplicate of the pair on {where(int(rows[0])).rsplit(', ', 1)[1]} "
-            f"(user {user[rows[0]]!r}, item {item[rows[0]]!r}); set data.duplicates to last, first or max"
+            f"(user {_plain(user[rows[0]])!r}, item {_plain(item[rows[0]])!r}); set data.duplicates to last, first or max"
         )
     return np.sort(idx)
 
