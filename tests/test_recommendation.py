@@ -165,3 +165,28 @@ def test_recommend_cli_prints_ids_reports_unknown_and_rejects_empty_history(tmp_
     bad = runner.invoke(app, ["recommend", str(run), "--items", "nope,,"])
     assert bad.exit_code == 1 and "no known item in the history" in bad.stderr
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
+
+
+def test_weight_decay_covers_weight_matrices_only_and_an_old_layout_is_a_clear_resume_error(tmp_path):
+    """Mult-DAE's L2 term is on W only (Liang et al. 2018's code regularises the weights, not the biases)."""
+    from elbolab.errors import RunError
+    from elbolab.train import make_optimizer
+
+    config = cf_config(tmp_path, "mult-dae-ml100k", "train.epochs=1")
+    task = RecommendationTask(config)
+    model = task.build_model()
+    (opt,) = task.optimizers(model).values()
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert config.train.weight_decay > 0
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.ndim > 1), name
+    assert len(make_optimizer(model, apply_overrides(config, ["train.weight_decay=0"])).param_groups) == 1
+    # A checkpoint of the one-group layout (elbolab before this change) cannot resume into two groups: one line.
+    run = train(config, tmp_path / "run", progress=False)
+    checkpoint = load_checkpoint(run)
+    state = checkpoint["optimizer"]["all"]
+    state["param_groups"] = [{**state["param_groups"][0], "params": sorted(i for g in state["param_groups"] for i in g["params"])}]
+    torch.save(checkpoint, run / "checkpoint.pt")
+    with pytest.raises(RunError, match="optimizer state of another layout") as error:
+        train(apply_overrides(config, ["train.epochs=2"]), run, resume=True, progress=False)
+    assert "\n" not in str(error.value)

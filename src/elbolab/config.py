@@ -106,7 +106,7 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-4
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 on the weight matrices (ndim > 1) only, not biases or norm gains
     seed: int = 0
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto
     eval_subset: int = 1000  # test examples for the per-epoch test ELBO (0: skip)

@@ -67,8 +67,13 @@ def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimi
     per step for the MNIST VAE at batch 100 on 2 CPU cores (benchmarks/speed.py).
     """
     cfg = config.train
+    params = list(model.parameters())
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if cfg.weight_decay > 0:  # decay the weight matrices, not biases or norm gains (Liang et al. 2018's Mult-DAE: W only)
+        matrices, others = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+        groups = [g for g in ({"params": matrices}, {"params": others, "weight_decay": 0.0}) if g["params"]]
     return torch.optim.Adam(
-        model.parameters(),
+        groups,
         lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,
@@ -159,11 +164,17 @@ def _restore(
 ) -> dict[str, Any]:
     checkpoint = load_checkpoint(run, map_location=device)
     model.load_state_dict(checkpoint["model"])
-    if isinstance(optimizer, dict):
-        for name, opt in optimizer.items():
-            opt.load_state_dict(checkpoint["optimizer"][name])
-    else:
-        optimizer.load_state_dict(checkpoint["optimizer"])
+    try:
+        if isinstance(optimizer, dict):
+            for name, opt in optimizer.items():
+                opt.load_state_dict(checkpoint["optimizer"][name])
+        else:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+    except ValueError as err:  # e.g. a run with weight decay from before decay skipped the biases (one group, now two)
+        raise RunError(
+            f"{run / CHECKPOINT} holds an optimizer state of another layout ({err}); it was written by an older "
+            f"elbolab (version {checkpoint.get('elbolab_version', '?')}): continue it with that version, or start a new run"
+        ) from None
     torch.set_rng_state(_own_rng_state(checkpoint))
     generator.set_state(checkpoint["rng"]["data"].cpu())
     if torch.device(device).type == "cuda" and checkpoint["rng"].get("cuda"):
