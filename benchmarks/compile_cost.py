@@ -27,26 +27,11 @@ from pathlib import Path
 
 import torch
 
-import elbolab
-from elbolab.runs import read_metrics
-
-from speed import subset_npz
-
-
-def epoch_seconds(k: int, batch_size: int, epochs: int, data: Path, compile: bool) -> list[float]:
-    """``train_seconds`` of each epoch of one run (in this process)."""
-    preset = "vae-mnist" if k == 1 else "iwae-mnist-k5"
-    overrides = [f"train.epochs={epochs}", f"train.batch_size={batch_size}", "train.eval_subset=0", f"bound.k={k}",
-                 "train.lr_schedule='constant'", f"data.name={str(data)!r}", "data.train_splits=['train']",
-                 f"train.compile={str(compile).lower()}"]
-    config = elbolab.apply_overrides(elbolab.load_preset(preset), overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = elbolab.train(config, Path(tmp) / "run", progress=False)
-        return [m["train_seconds"] for m in read_metrics(run)]
+from speed import all_epochs, subset_npz
 
 
 def in_fresh_process(args: argparse.Namespace, k: int, data: Path, compile: bool, cache: Path) -> list[float]:
-    """:func:`epoch_seconds` in a new Python process whose inductor cache is ``cache``."""
+    """speed.py's :func:`all_epochs` seconds in a new Python process whose inductor cache is ``cache``."""
     command = [sys.executable, __file__, "--worker", json.dumps([k, args.batch_size, args.epochs, str(data), compile])]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
@@ -65,7 +50,7 @@ def main() -> None:
     if args.worker:
         k, batch, epochs, data, compile = json.loads(args.worker)
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-        print(json.dumps(epoch_seconds(k, batch, epochs, Path(data), compile)))
+        print(json.dumps(all_epochs(k, batch, epochs, Path(data), compile)[0]))
         return
 
     updates = -(-args.n_images // args.batch_size)

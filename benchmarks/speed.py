@@ -134,18 +134,22 @@ def subset_npz(n_images: int, directory: Path) -> Path:
     return path
 
 
-def elbolab_epochs(k: int, batch_size: int, epochs: int, data: Path, compile: bool) -> tuple[list[float], torch.nn.Module]:
-    """Seconds of each measured training epoch (the first, with any compilation, discarded), and the model."""
+def all_epochs(k: int, batch_size: int, epochs: int, data: Path, compile: bool) -> tuple[list[float], torch.nn.Module]:
+    """``train_seconds`` of every epoch of one elbolab run (the first holds any compilation), and the model."""
     preset = "vae-mnist" if k == 1 else "iwae-mnist-k5"
-    overrides = [f"train.epochs={epochs + 1}", f"train.batch_size={batch_size}", "train.eval_subset=0",
+    overrides = [f"train.epochs={epochs}", f"train.batch_size={batch_size}", "train.eval_subset=0",
                  f"bound.k={k}", "train.lr_schedule='constant'", f"data.name={str(data)!r}",
                  "data.train_splits=['train']", f"train.compile={str(compile).lower()}"]
     config = elbolab.apply_overrides(elbolab.load_preset(preset), overrides)
     with tempfile.TemporaryDirectory() as tmp:
         run = elbolab.train(config, Path(tmp) / "run", progress=False)
-        seconds = [m["train_seconds"] for m in read_metrics(run)[1:]]
-        model = elbolab.load(run)
-    return seconds, model
+        return [m["train_seconds"] for m in read_metrics(run)], elbolab.load(run)
+
+
+def elbolab_epochs(k: int, batch_size: int, epochs: int, data: Path, compile: bool) -> tuple[list[float], torch.nn.Module]:
+    """Seconds of each measured training epoch (a first one, with any compilation, run and discarded), and the model."""
+    seconds, model = all_epochs(k, batch_size, epochs + 1, data, compile)
+    return seconds[1:], model
 
 
 def pythae_epochs(python: str, k: int, batch_size: int, epochs: int, data: Path, threads: int) -> list[float]:

@@ -236,7 +236,8 @@ def fit(
     optimizers: Optimizers = optimizer if isinstance(optimizer, dict) else {"all": optimizer}
     planned = hasattr(task, "update_plan")
     plan: list[Phase] = task.update_plan(model) if planned else [Phase()]
-    state.setdefault("compiled", compiles(task, device, plan))
+    if "compiled" not in state:  # a resumed run keeps the decision it started with (its checkpoint's)
+        state["compiled"] = compiles(task, device, plan)
     loss_fn = task.loss  # speed (issue 2): one fused graph of the loss and, through autograd, its backward
     if state["compiled"]:
         loss_fn = compiled(task.loss, "train.compile", fallback=cfg.compile == "auto")
