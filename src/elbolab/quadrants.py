@@ -144,7 +144,7 @@ class QuadrantTask(ImageTask):
         size = self.config.train.batch_size
         order = torch.randperm(self.x_train.shape[0], generator=generator)
         for start in range(0, len(order), size):
-            yield self._split(self._binarize(self.x_train[order[start : start + size]], generator))
+            yield self._split(self._binarize(self.x_train.index_select(0, order[start : start + size]), generator))
 
     def test_batches(self, batch_size: int, n: int = 0) -> Iterator[Batch]:
         x_test = self.x_test[:n] if n > 0 else self.x_test

@@ -176,7 +176,7 @@ class ImageTask:
         size = self.config.train.batch_size
         order = torch.randperm(self.x_train.shape[0], generator=generator)
         for start in range(0, len(order), size):
-            x = self._binarize(self.x_train[order[start : start + size]], generator)
+            x = self._binarize(self.x_train.index_select(0, order[start : start + size]), generator)
             yield x.to(self.device, non_blocking=True), None
 
     def loss(self, model: LatentVariableModel, batch: Batch, step: int) -> BoundTerms:

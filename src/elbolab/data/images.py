@@ -319,5 +319,5 @@ def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     if p.device.type != "cpu":
         return torch.bernoulli(p, generator=generator)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    u = np.random.default_rng(seed).random(tuple(p.shape), dtype=np.float32)
-    return (torch.from_numpy(u) < p).to(p.dtype)
+    u = torch.from_numpy(np.random.default_rng(seed).random(tuple(p.shape), dtype=np.float32))
+    return torch.lt(u, p, out=torch.empty_like(p))  # the comparison written as p's dtype: one pass, not lt then a cast
