@@ -26,14 +26,16 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reas
 
 
 @needs_onednn
-@pytest.mark.parametrize("all_products", [False, True], ids=["backward-on-mkl", "backward-on-onednn"])
+@pytest.mark.parametrize("all_products,weight_gradients", [(False, False), (True, False), (True, True)],
+                         ids=["backward-on-mkl", "dW-on-mkl", "backward-on-onednn"])
 @pytest.mark.parametrize("tall_min_rows", [1, 10**9], ids=["tall-dW-transposed", "tall-dW-direct"])
 @pytest.mark.parametrize("n_in,n_out", [(7, 11), (11, 7)])
 @pytest.mark.parametrize("shape", [(5,), (3, 5)])
 def test_onednn_linear_matches_nn_linear_in_value_and_every_gradient(monkeypatch, shape, n_in, n_out, all_products,
-                                                                      tall_min_rows):
+                                                                      weight_gradients, tall_min_rows):
     monkeypatch.setattr(nets, "ONEDNN_MIN_OUTPUTS", 1)  # force the oneDNN path on a small layer
     monkeypatch.setattr(nets, "ONEDNN_ALL_PRODUCTS", all_products)  # and, or not, its gradient's two matmuls
+    monkeypatch.setattr(nets, "ONEDNN_WEIGHT_GRADIENTS", weight_gradients)  # dW with them, or on MKL (Zen 4)
     monkeypatch.setattr(nets, "ONEDNN_MIN_FLOPS", 1)
     monkeypatch.setattr(nets, "ONEDNN_TALL_MIN_ROWS", tall_min_rows)  # a tall dW as (x^T g)^T, or not
     reference, layer = _pair(n_in, n_out)
@@ -88,6 +90,22 @@ def test_the_product_rule_takes_large_products_only_where_onednn_is_chosen_for_a
 def test_elbolab_matmul_overrides_the_machine_rule(monkeypatch, value, expected):
     monkeypatch.setenv("ELBOLAB_MATMUL", value)
     assert nets._onednn_for_all_products() is expected
+
+
+@pytest.mark.parametrize("family,matmul,expected", [("25", "", False), ("26", "", True), ("25", "onednn", True)])
+def test_weight_gradients_stay_on_mkl_on_zen4_unless_onednn_is_asked_for(monkeypatch, family, matmul, expected):
+    monkeypatch.setattr(nets, "_cpu_info", lambda field: {"cpu family": family}.get(field, ""))
+    monkeypatch.setenv("ELBOLAB_MATMUL", matmul)
+    assert nets._onednn_for_weight_gradients() is expected
+
+
+def test_cpu_info_reads_a_field_of_proc_cpuinfo():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc/cpuinfo")
+    with open("/proc/cpuinfo") as info:
+        first = next(line for line in info if line.startswith("vendor_id"))
+    assert nets._cpu_vendor() == first.split(":", 1)[1].strip()
+    assert nets._cpu_info("no such field") == ""
 
 
 def test_mlp_layers_are_the_onednn_aware_linear():

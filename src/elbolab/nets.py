@@ -47,22 +47,33 @@ def activation(name: str) -> nn.Module:
 #   peaks at 159-177 GFLOP/s at 2048^3 and oneDNN at 356-402; MNIST's [100, 784] x [784, 200] forward runs at
 #   124-142 on MKL and 223-255 on oneDNN. Below ~16 MFLOP ([100, 200] x [200, 200]) MKL is as fast or faster
 #   (each product's rates: docs/results.md, section 1).
+# - the weight gradient dW = g^T x, though, stays on MKL on an AMD Zen 4 (family 25), which runs AVX-512 at
+#   half width: both of dW's operands are transposed and oneDNN copies one, and MKL, which reads them in place,
+#   was faster. On a 2-core EPYC family 25 model 17, GFLOP/s oneDNN / MKL at 5,000 rows: [200, 200] 71-91 /
+#   120-146, [200, 50] 84-92 / 111-119, [784, 200] 140-159 / 142-167; whole epochs of IWAE k = 5 and k = 50
+#   1.49 -> 1.17 s and 8.6 -> 6.7 s with dW on MKL (docs/results.md, section 1).
 ONEDNN_MIN_OUTPUTS = 2**20
 ONEDNN_MIN_FLOPS = 2**24
 ONEDNN_TALL_MIN_ROWS = 1024  # see _grad_weight
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile cannot trace the query
 
 
-def _cpu_vendor() -> str:
-    """The CPU's vendor id from /proc/cpuinfo ('AuthenticAMD', 'GenuineIntel'), or '' where there is none."""
+def _cpu_info(field: str) -> str:
+    """A field of the first CPU in /proc/cpuinfo ('vendor_id': 'AuthenticAMD'; 'cpu family': '25'), or '' where there is none."""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
     except OSError:
         pass
     return ""
+
+
+def _cpu_vendor() -> str:
+    """The CPU's vendor id ('AuthenticAMD', 'GenuineIntel'), or '' where /proc/cpuinfo has none."""
+    return _cpu_info("vendor_id")
 
 
 def _onednn_for_all_products() -> bool:
@@ -76,7 +87,16 @@ def _onednn_for_all_products() -> bool:
     return _cpu_vendor() == "AuthenticAMD" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
+def _onednn_for_weight_gradients() -> bool:
+    """Whether dW = g^T x joins the other products on oneDNN: not on an AMD Zen 4 (family 25), where MKL was faster.
+
+    ``ELBOLAB_MATMUL=onednn`` puts it on oneDNN too.
+    """
+    return os.environ.get("ELBOLAB_MATMUL", "") == "onednn" or _cpu_info("cpu family") != "25"
+
+
 ONEDNN_ALL_PRODUCTS = _HAS_ONEDNN and _onednn_for_all_products()
+ONEDNN_WEIGHT_GRADIENTS = ONEDNN_ALL_PRODUCTS and _onednn_for_weight_gradients()
 
 
 @torch.library.custom_op("elbolab::onednn_linear", mutates_args=())
@@ -109,7 +129,8 @@ def _grad_input(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _grad_weight(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """dL/dW = g^T x [out, in], on oneDNN where ``_onednn_product`` says so.
+    """dL/dW = g^T x [out, in], on oneDNN where ``_onednn_product`` says so and this CPU's rule allows it
+    (``ONEDNN_WEIGHT_GRADIENTS``), else on MKL.
 
     oneDNN runs this product (its left operand transposed) fastest when its
     output is wide. A tall one (out > in) is computed as the transpose of the
@@ -120,7 +141,7 @@ def _grad_weight(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     145 / 147 / 104; Mult-VAE's [20108, 600] at 500 rows 129 / 142 / 129.
     """
     rows, n_out, n_in = g.shape[0], g.shape[1], x.shape[1]
-    if not _onednn_product(n_out, rows, n_in):
+    if not (ONEDNN_WEIGHT_GRADIENTS and _onednn_product(n_out, rows, n_in)):
         return g.t() @ x
     if n_in < n_out and rows >= ONEDNN_TALL_MIN_ROWS:
         return onednn_linear(x.t(), g.t(), None).t().contiguous()
