@@ -28,7 +28,7 @@ app.add_typer(data_app, name="data")
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print an ElbolabError as one line and exit 1 instead of a traceback."""
+    """Print an ElbolabError (or an OSError of the file system) as one line and exit 1 instead of a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,8 +38,13 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             message = " ".join(str(err).split())
             typer.echo(f"elbolab: error: {_rank_prefix()}{message}", err=True)
             raise typer.Exit(1) from None
+        except OSError as err:  # the file system refused: a path under a file, no permission, a full disk
+            where = f": {err.filename}" if err.filename else ""
+            typer.echo(f"elbolab: error: {_rank_prefix()}{err.strerror or err}{where}", err=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            typer.echo("elbolab: interrupted; the last checkpoint is kept (continue with --resume)", err=True)
+            typer.echo("elbolab: interrupted; files already written are kept (a training run continues from its "
+                       "last checkpoint with --resume)", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -92,7 +97,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 @data_app.command("fetch")
 @user_errors
 def data_fetch(
-    name: str = typer.Argument(..., help="data set: " + ", ".join(datasets.DATASETS)),
+    name: str = typer.Argument(..., help="data set: " + ", ".join(datasets.FETCHERS)),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="cache directory (default $ELBOLAB_DATA or ~/.cache/elbolab)"),
     force: bool = typer.Option(False, "--force", help="fetch again even if a verified copy is cached"),
 ) -> None:

@@ -7,11 +7,13 @@ typo never silently trains the default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, Union
 
 import tomli_w
@@ -216,7 +218,65 @@ def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:
             kwargs[name] = from_dict(value, kind, f"{where}{name}.")
         else:
             kwargs[name] = _coerce(value, kind, f"{where}{name}")
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if cls is Config:
+        check_ranges(built)
+    return built
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+def _estimators() -> tuple[str, ...]:
+    from .bounds import ESTIMATORS  # the bounds own the names; imported late, bounds needs torch
+
+    return ESTIMATORS
+
+
+# The values a field may take where its type allows more ("dotted key": (test, what the message says)).
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model.latent_dim": (lambda v: v >= 1, ">= 1"),
+    "model.hidden": (lambda v: all(h >= 1 for h in v), "a list of layer widths >= 1"),
+    "model.sigma": (lambda v: _finite(v) and v > 0, "> 0"),
+    "bound.k": (lambda v: v >= 1, ">= 1"),
+    "bound.estimator": (lambda v: v in _estimators(), "one of reparam, stl, dreg"),
+    "bound.beta": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "bound.beta_warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "bound.beta_cap": (lambda v: v >= 0, ">= 0"),
+    "bound.gamma": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "bound.corruption_level": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "bound.hybrid_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "bound.mask_level": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.lr": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "train.adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.adam_eps": (lambda v: _finite(v) and v > 0, "> 0"),
+    "train.weight_decay": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "train.eval_subset": (lambda v: v >= 0, ">= 0 (0: no per-epoch test ELBO)"),
+    "train.valid_k": (lambda v: v >= 1, ">= 1"),
+    "train.encoder_passes": (lambda v: v >= 0, ">= 0"),
+    "train.decoder_passes": (lambda v: v >= 0, ">= 0"),
+    "eval.ks": (lambda v: len(v) > 0 and all(k >= 1 for k in v), "a non-empty list of sample counts >= 1"),
+    "eval.k_chunk": (lambda v: v >= 1, ">= 1"),
+    "eval.batch_size": (lambda v: v >= 1, ">= 1"),
+    "eval.n_images": (lambda v: v >= 0, ">= 0 (0: the whole test set)"),
+    "eval.active_threshold": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "eval.num_imputations": (lambda v: v >= 1, ">= 1"),
+    "eval.test_mask_level": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+
+
+def check_ranges(config: Config) -> None:
+    """A ConfigError for the first field outside its range (``RANGES``): a zero batch or a negative
+    learning rate is caught when the config is read, not as a ZeroDivisionError deep in training."""
+    for key, (test, rule) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not test(value):
+            raise ConfigError(f"{key} must be {rule}, got {value!r}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -249,6 +309,8 @@ def load_toml(path: str | Path) -> Config:
         text = Path(path).read_text()
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text (TOML)") from None
     try:
         return from_dict(tomllib.loads(text))
     except tomllib.TOMLDecodeError as err:

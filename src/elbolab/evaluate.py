@@ -21,7 +21,7 @@ from . import distributed
 from .bounds import analytic_kl, bound_curve, importance_sample
 from .compiled import should_compile
 from .config import EvalConfig, Switch
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .floats import flush_denormals
 from .models import LatentVariableModel
 from .runs import BEST, EVAL, load, read_config, read_eval, read_metrics, require_run, write_json
@@ -157,8 +157,8 @@ def evaluate(
     config = read_config(run)
     cfg: EvalConfig = config.eval
     ks = list(ks) if ks is not None else list(cfg.ks)
-    k_chunk = k_chunk or cfg.k_chunk
-    batch_size = batch_size or cfg.batch_size
+    k_chunk = cfg.k_chunk if k_chunk is None else k_chunk  # 0 is an error below, not "the default"
+    batch_size = cfg.batch_size if batch_size is None else batch_size
     n = cfg.n_images if n_images is None else n_images
     seed = cfg.seed if seed is None else seed
     if batch_size < 1 or k_chunk < 1 or n < 0:
@@ -220,7 +220,7 @@ def _other_entries(run: Path, result: dict[str, Any]) -> dict[str, Any]:
     """Entries of the run's eval.json that evaluate does not produce (e.g. ``inference_gaps``), kept on rewrite."""
     try:
         previous = read_eval(run) or {}
-    except ValueError:  # a damaged eval.json: evaluate replaces it, as before
+    except RunError:  # a damaged eval.json: evaluate replaces it, as before
         return {}
     own = set(result) | {"kl_per_dim"}  # kl_per_dim is evaluate's own even when this model has none
     return {key: value for key, value in previous.items() if key not in own}

@@ -441,7 +441,7 @@ def analyze_gaps(
         raise ConfigError(f"--n-points must be >= 1, got {n_points}")
     try:
         previous = read_eval(run) or {}
-    except ValueError:  # json.JSONDecodeError: do not overwrite what the user has
+    except RunError:  # damaged: do not overwrite what the user has
         raise RunError(f"{run / EVAL} is not valid JSON; repair or delete it, then run the analysis again") from None
     dev = resolve_device(device)
     model = load(run, which=which, device=dev)

@@ -126,11 +126,22 @@ def read_runs(run_dirs: Sequence[str | Path]) -> list[RunView]:
 
 
 class Page:
-    """Where a section puts its figures: each becomes a PNG in ``png_dir`` and an <img> with the same bytes inline."""
+    """Where a section puts its figures: each becomes a PNG in ``png_dir`` and an <img> with the same bytes inline.
+
+    The PNGs are held until :meth:`save`, which the report calls once the whole page is built: a report
+    that fails half way leaves the previous report's figures as they were.
+    """
 
     def __init__(self, png_dir: Path) -> None:
         self.png_dir = Path(png_dir)
         self.pngs: list[Path] = []
+        self._pending: dict[Path, bytes] = {}
+
+    def save(self) -> None:
+        """Write every figure of the page as its PNG file."""
+        for path, data in self._pending.items():
+            atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
+        self._pending.clear()
 
     def figure(self, fig, name: str, caption: str = "") -> str:
         """Save ``fig`` as ``png_dir/name.png`` and return its <figure> block (image embedded as a data URI)."""
@@ -141,7 +152,7 @@ class Page:
     def png(self, data: bytes, name: str, caption: str = "") -> str:
         """Save PNG bytes as ``png_dir/name.png`` and return their <figure> block (for images made without matplotlib)."""
         path = self.png_dir / f"{_slug(name)}.png"
-        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        self._pending[path] = data
         self.pngs.append(path)
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         alt = html.escape(caption or name, quote=True)
@@ -651,5 +662,6 @@ def write_report(
         f"(higher bound is better). Figures also saved as PNG in {html.escape(page.png_dir.name)}/.</p>"
         f"<nav>{nav}</nav>{''.join(blocks)}</body></html>\n"
     )
+    page.save()
     write_text(out, document)
     return out

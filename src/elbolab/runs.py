@@ -62,6 +62,16 @@ def read_config(run_dir: str | Path) -> Config:
     return load_toml(require_run(run_dir) / CONFIG)
 
 
+def make_run_dir(run: Path) -> None:
+    """Create the run directory ``run`` (and its parents); a path that is, or lies under, a file is a RunError."""
+    try:
+        Path(run).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunError(f"{run} is a file or lies under one; give --out a directory") from None
+    except OSError as err:
+        raise RunError(f"cannot create the run directory {run}: {err.strerror}") from None
+
+
 def write_config(run_dir: Path, config: Config) -> None:
     """Write the run's config.toml."""
     write_text(Path(run_dir) / CONFIG, dump_toml(config))
@@ -77,23 +87,35 @@ def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu
     path = require_run(run_dir) / CHECKPOINT
     if not path.is_file():
         raise RunError(f"{Path(run_dir)} has no {CHECKPOINT} yet; train it first (`elbolab train ... --out {run_dir}`)")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+    return _read_weights(path, map_location)
+
+
+def _read_weights(path: Path, device: str | torch.device) -> dict[str, Any]:
+    """A checkpoint or best.pt (a dict with at least model_spec and model); a damaged or foreign file is a RunError."""
+    device = torch.device(device)
+    try:  # torch.load restores storages on "cpu", not "cpu:0"
+        state = torch.load(path, map_location="cpu" if device.type == "cpu" else device, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged file
         raise RunError(f"{path} cannot be read ({type(err).__name__}); it is damaged: retrain or restore it") from None
+    if not (isinstance(state, dict) and {"model_spec", "model"} <= state.keys()):
+        raise RunError(f"{path} is not an elbolab checkpoint (it has no model_spec and model); retrain or restore it")
+    return state
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of metrics.jsonl (a torn last line from a kill is ignored)."""
+    """The per-epoch records of metrics.jsonl; a line that is not a JSON object with an epoch (a torn
+    last line from a kill, or a damaged one) is skipped, and every other record is kept."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            break
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            records.append(record)
     return records
 
 
@@ -107,14 +129,22 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     """Keep only the records of epochs <= ``last_epoch`` (those the checkpoint includes)."""
-    kept = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= last_epoch]
+    kept = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
     write_text(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_eval(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's eval.json, or None if it has not been evaluated."""
     path = Path(run_dir) / EVAL
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is damaged (not a JSON object); run `elbolab evaluate {run_dir}` again to rewrite it")
+    return data
 
 
 def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device = "cpu") -> LatentVariableModel:
@@ -127,10 +157,7 @@ def load(run_dir: str | Path, *, which: str = "best", device: str | torch.device
         raise RunError(f"which must be 'best' or 'last', got {which!r}")
     run = require_run(run_dir)
     if which == "best" and (run / BEST).is_file():
-        try:
-            checkpoint = torch.load(run / BEST, map_location=device, weights_only=True)
-        except Exception as err:
-            raise RunError(f"{run / BEST} cannot be read ({type(err).__name__}); it is damaged") from None
+        checkpoint = _read_weights(run / BEST, device)
     else:
         checkpoint = load_checkpoint(run, map_location=device)
     spec = checkpoint["model_spec"]

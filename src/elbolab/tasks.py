@@ -18,7 +18,7 @@ from .bounds import BoundTerms, elbo, gsnn, hybrid_cvae_gsnn, iwae
 from .config import BoundConfig, Config
 from .corruption import check_corruption, corrupt
 from .data import binarize, check_images, load_image_arrays
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .imputation import TabularTask  # imputation (issue 5)
 from .models import LatentVariableModel, build_from_config
 from .schedules import linear_anneal
@@ -104,9 +104,11 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but this machine has no usable CUDA GPU; use --device cpu")
-    return device
+    return torch.device("cpu") if device.type == "cpu" else device  # "cpu:0" is the one CPU device
 
 
 @torch.inference_mode()
@@ -153,6 +155,9 @@ class ImageTask:
         x_train = np.concatenate([arrays[f"x_{s}"] for s in data.train_splits])
         check_images(x_train, f"{data.name} training images")
         check_images(arrays[f"x_{data.test_split}"], f"{data.name} test images")
+        if arrays[f"x_{data.test_split}"].shape[1:] != x_train.shape[1:]:
+            raise DataError(f"{data.name}: training images have {x_train.shape[1]} pixels and test images "
+                              f"{arrays[f'x_{data.test_split}'].shape[1]}; they must match")
         self.x_train = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))  # [N, D]
         x_test = torch.from_numpy(np.ascontiguousarray(arrays[f"x_{data.test_split}"], dtype=np.float32))
         self.y_test = torch.from_numpy(arrays[f"y_{data.test_split}"]) if f"y_{data.test_split}" in arrays else None

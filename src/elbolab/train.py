@@ -28,6 +28,7 @@ from .runs import (
     append_metrics,
     atomic_write,
     load_checkpoint,
+    make_run_dir,
     read_config,
     save_checkpoint,
     truncate_metrics,
@@ -100,8 +101,8 @@ def train(config: Config | None, out: str | Path, *, resume: bool = False, progr
     flush_denormals()  # subnormal gradients and weights made CPU matmuls 4x slower (floats.py)
     device = distributed.init(resolve_device(config.train.device))  # joins torchrun's process group, if any
     check_precision(config.train.precision, device)
-    if distributed.is_main():
-        run.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main() and not resume:  # a resumed run's config.toml is rewritten once its checkpoint is read
+        make_run_dir(run)
         write_config(run, config)
     distributed.barrier()  # the run directory exists before any rank reads or writes in it
 
@@ -117,7 +118,10 @@ def train(config: Config | None, out: str | Path, *, resume: bool = False, progr
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None}
     if resume:
         state = _restore(run, model, optimizer, generator, device)
+        if config.train.epochs < state["epoch"]:
+            raise RunError(f"{run} is already at epoch {state['epoch']}; ask for more with --epochs N (N > {state['epoch']})")
         if distributed.is_main():
+            write_config(run, config)  # the new epoch budget (and device)
             truncate_metrics(run, state["epoch"])
     fit(model, task, optimizer, run, generator, state, progress=progress)
     return run
@@ -163,7 +167,15 @@ def _restore(
     run: Path, model: LatentVariableModel, optimizer: torch.optim.Optimizer, generator: torch.Generator, device
 ) -> dict[str, Any]:
     checkpoint = load_checkpoint(run, map_location=device)
-    model.load_state_dict(checkpoint["model"])
+    missing = sorted({"optimizer", "epoch", "step", "rng"} - checkpoint.keys())
+    if missing:
+        raise RunError(f"{run / CHECKPOINT} holds no training state ({', '.join(missing)} missing); it cannot be resumed")
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:  # e.g. config.toml edited after training: other layer sizes
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise RunError(f"{run / CHECKPOINT} does not fit the model of {run / 'config.toml'} ({first}); "
+                       "was config.toml changed? restore it, or start a new run") from None
     try:
         if isinstance(optimizer, dict):
             for name, opt in optimizer.items():
@@ -269,7 +281,7 @@ def fit(
                 kept = f"{run / CHECKPOINT} (after epoch {state['epoch']})" if state["epoch"] else "no checkpoint yet"
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at step {state['step'] + 1} (epoch {epoch + 1}, batch {i + 1}); "
-                    f"training stopped, last good checkpoint kept: {kept}; try a smaller --set lr=..."
+                    f"training stopped, last good checkpoint kept: {kept}; a new run with a smaller --set train.lr=... may get past it"
                 )
             state["step"] += 1
             sums += torch.stack([terms.value.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()
