@@ -48,11 +48,10 @@ def activation(name: str) -> nn.Module:
 #   124-142 on MKL and 223-255 on oneDNN. Below ~16 MFLOP ([100, 200] x [200, 200]) MKL is as fast or faster
 #   (each product's rates: docs/results.md, section 1).
 # - the weight gradient dW = g^T x, though, stays on MKL on an AMD Zen 4 (family 25), which runs AVX-512 at
-#   half width: both of dW's operands are transposed and oneDNN copies one, and MKL, which reads them in place,
-#   was faster. On a 2-core EPYC family 25 model 17, GFLOP/s oneDNN / MKL at 5,000 rows: [200, 200] 71-91 /
-#   120-146, [200, 50] 84-92 / 111-119, [784, 200] 140-159 / 142-167; compiled epochs of 12,000 images at
-#   batch 100 (medians of 9 over 3 alternating rounds), oneDNN / MKL dW: k = 5 1.42 / 1.24 s, k = 50 7.17 /
-#   6.87 s, k = 1 0.85 / 0.89 s (a tie: its dW products are small).
+#   half width: both of dW's operands are transposed and oneDNN copies one, MKL reads them in place. On a 2-core
+#   EPYC family 25 model 17, compiled epochs at batch 100 (benchmarks/matmul_rules.py, three runs of 2-3
+#   alternating rounds) took 4-23% less at k = 50 and -13% to +6% at k = 5 with dW on MKL; k = 1 was a tie.
+#   The products alone are mixed there (docs/results.md, section 1), so the rule rests on the whole epochs.
 ONEDNN_MIN_OUTPUTS = 2**20
 ONEDNN_MIN_FLOPS = 2**24
 ONEDNN_TALL_MIN_ROWS = 1024  # see _grad_weight
