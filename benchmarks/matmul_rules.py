@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 VARIANTS = {"rule": "", "onednn": "onednn", "mkl": "mkl"}
@@ -61,20 +60,11 @@ ENCODER = ((784, 200), (200, 200), (200, 100))  # the IWAE paper's MNIST nets (i
 DECODER = ((50, 200), (200, 200), (200, 784))
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def product_rates(rows: int, n_in: int, n_out: int, repeats: int) -> dict[str, tuple[float, float]]:
     """GFLOP/s (oneDNN, MKL) of a Linear layer's forward, input gradient and weight gradient at ``rows`` rows."""
     import torch
 
+    import speed
     from elbolab import nets
 
     x, w, b, g = torch.randn(rows, n_in), torch.randn(n_out, n_in), torch.randn(n_out), torch.randn(rows, n_out)
@@ -91,8 +81,8 @@ def product_rates(rows: int, n_in: int, n_out: int, repeats: int) -> dict[str, t
         for name, (onednn, mkl) in pairs.items():
             pair = [0.0, 0.0]
             for _ in range(3):  # interleaved: both see the same minutes of this shared host
-                pair[0] += _median_seconds(onednn, repeats)
-                pair[1] += _median_seconds(mkl, repeats)
+                pair[0] += statistics.median(speed.call_seconds(onednn, repeats))
+                pair[1] += statistics.median(speed.call_seconds(mkl, repeats))
             rates[name] = (3 * gflop / pair[0], 3 * gflop / pair[1])
     finally:
         nets.ONEDNN_WEIGHT_GRADIENTS, nets.ONEDNN_MIN_FLOPS = saved

@@ -66,14 +66,19 @@ KS = (1, 5, 50)
 CHUNKINGS = ((10, 250), (50, 200), (100, 100))  # (test images, samples) per log-weights pass
 
 
-def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
+def call_seconds(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn``, after one warm-up call."""
     fn()
-    best = float("inf")
+    seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    return min(call_seconds(fn, repeats))
 
 
 def matmul_backends() -> dict[str, Callable[[torch.Tensor, torch.Tensor], object]]:

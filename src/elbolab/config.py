@@ -224,10 +224,6 @@ def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:
     return built
 
 
-def _finite(v: float) -> bool:
-    return math.isfinite(v)
-
-
 def _estimators() -> tuple[str, ...]:
     from .bounds import ESTIMATORS  # the bounds own the names; imported late, bounds needs torch
 
@@ -238,23 +234,23 @@ def _estimators() -> tuple[str, ...]:
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.latent_dim": (lambda v: v >= 1, ">= 1"),
     "model.hidden": (lambda v: all(h >= 1 for h in v), "a list of layer widths >= 1"),
-    "model.sigma": (lambda v: _finite(v) and v > 0, "> 0"),
+    "model.sigma": (lambda v: math.isfinite(v) and v > 0, "> 0"),
     "bound.k": (lambda v: v >= 1, ">= 1"),
     "bound.estimator": (lambda v: v in _estimators(), "one of reparam, stl, dreg"),
-    "bound.beta": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "bound.beta": (lambda v: math.isfinite(v) and v >= 0, ">= 0"),
     "bound.beta_warmup_steps": (lambda v: v >= 0, ">= 0"),
     "bound.beta_cap": (lambda v: v >= 0, ">= 0"),
-    "bound.gamma": (lambda v: _finite(v) and v >= 0, ">= 0"),
-    "bound.corruption_level": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "bound.gamma": (lambda v: math.isfinite(v) and v >= 0, ">= 0"),
+    "bound.corruption_level": (lambda v: math.isfinite(v) and v >= 0, ">= 0"),
     "bound.hybrid_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "bound.mask_level": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
     "train.batch_size": (lambda v: v >= 1, ">= 1"),
-    "train.lr": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "train.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "train.adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "train.adam_eps": (lambda v: _finite(v) and v > 0, "> 0"),
-    "train.weight_decay": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "train.adam_eps": (lambda v: math.isfinite(v) and v > 0, "> 0"),
+    "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, ">= 0"),
     "train.eval_subset": (lambda v: v >= 0, ">= 0 (0: no per-epoch test ELBO)"),
     "train.valid_k": (lambda v: v >= 1, ">= 1"),
     "train.encoder_passes": (lambda v: v >= 0, ">= 0"),
@@ -263,7 +259,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.k_chunk": (lambda v: v >= 1, ">= 1"),
     "eval.batch_size": (lambda v: v >= 1, ">= 1"),
     "eval.n_images": (lambda v: v >= 0, ">= 0 (0: the whole test set)"),
-    "eval.active_threshold": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "eval.active_threshold": (lambda v: math.isfinite(v) and v >= 0, ">= 0"),
     "eval.num_imputations": (lambda v: v >= 1, ">= 1"),
     "eval.test_mask_level": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }

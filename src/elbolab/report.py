@@ -134,7 +134,6 @@ class Page:
 
     def __init__(self, png_dir: Path) -> None:
         self.png_dir = Path(png_dir)
-        self.pngs: list[Path] = []
         self._pending: dict[Path, bytes] = {}
 
     def save(self) -> None:
@@ -153,7 +152,6 @@ class Page:
         """Save PNG bytes as ``png_dir/name.png`` and return their <figure> block (for images made without matplotlib)."""
         path = self.png_dir / f"{_slug(name)}.png"
         self._pending[path] = data
-        self.pngs.append(path)
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         alt = html.escape(caption or name, quote=True)
         text = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""

@@ -154,12 +154,13 @@ class ImageTask:
             raise ConfigError(f"dataset {data.name!r} has no split {missing[0]!r}; it has {', '.join(_splits(arrays))}")
         x_train = np.concatenate([arrays[f"x_{s}"] for s in data.train_splits])
         check_images(x_train, f"{data.name} training images")
-        check_images(arrays[f"x_{data.test_split}"], f"{data.name} test images")
-        if arrays[f"x_{data.test_split}"].shape[1:] != x_train.shape[1:]:
+        x_test_raw = arrays[f"x_{data.test_split}"]
+        check_images(x_test_raw, f"{data.name} test images")
+        if x_test_raw.shape[1:] != x_train.shape[1:]:
             raise DataError(f"{data.name}: training images have {x_train.shape[1]} pixels and test images "
-                              f"{arrays[f'x_{data.test_split}'].shape[1]}; they must match")
+                            f"{x_test_raw.shape[1]}; they must match")
         self.x_train = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))  # [N, D]
-        x_test = torch.from_numpy(np.ascontiguousarray(arrays[f"x_{data.test_split}"], dtype=np.float32))
+        x_test = torch.from_numpy(np.ascontiguousarray(x_test_raw, dtype=np.float32))
         self.y_test = torch.from_numpy(arrays[f"y_{data.test_split}"]) if f"y_{data.test_split}" in arrays else None
         self.x_test = self._binarize(x_test, torch.Generator().manual_seed(data.test_binarize_seed))
 

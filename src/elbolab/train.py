@@ -173,7 +173,8 @@ def _restore(
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:  # e.g. config.toml edited after training: other layer sizes
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        lines = str(err).splitlines()  # torch's first line is a header, the second names a mismatch
+        first = lines[1].strip() if len(lines) > 1 else str(err)
         raise RunError(f"{run / CHECKPOINT} does not fit the model of {run / 'config.toml'} ({first}); "
                        "was config.toml changed? restore it, or start a new run") from None
     try:
