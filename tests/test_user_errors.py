@@ -154,3 +154,17 @@ def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path):
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_toml(path)
+
+
+def test_missing_data_leaves_no_run_directory(tmp_path, tiny):
+    config = tiny(f"data.name='{tmp_path / 'absent.npz'}'")
+    with pytest.raises(DataError):
+        train(config, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_list_of_a_missing_directory_creates_nothing(tmp_path):
+    result = run_cli("data", "list", "--data-dir", str(tmp_path / "typo"))
+    assert result.returncode == 0, result.stderr
+    assert "does not exist yet" in result.stdout and "(empty" in result.stdout
+    assert not (tmp_path / "typo").exists()

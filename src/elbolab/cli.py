@@ -113,7 +113,8 @@ def data_list(
 ) -> None:
     """Show what is cached, with sizes and whether each file still matches its checksum."""
     entries = datasets.list_cached(data_dir)
-    typer.echo(f"cache: {datasets.data_dir(data_dir)}")
+    root = datasets.data_dir(data_dir, create=False)
+    typer.echo(f"cache: {root}" + ("" if root.is_dir() else " (does not exist yet)"))
     if not entries:
         typer.echo("  (empty; try `elbolab data fetch mnist`)")
     for entry in entries:

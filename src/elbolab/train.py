@@ -101,18 +101,18 @@ def train(config: Config | None, out: str | Path, *, resume: bool = False, progr
     flush_denormals()  # subnormal gradients and weights made CPU matmuls 4x slower (floats.py)
     device = distributed.init(resolve_device(config.train.device))  # joins torchrun's process group, if any
     check_precision(config.train.precision, device)
-    if distributed.is_main() and not resume:  # a resumed run's config.toml is rewritten once its checkpoint is read
-        make_run_dir(run)
-        write_config(run, config)
-    distributed.barrier()  # the run directory exists before any rank reads or writes in it
 
     torch.manual_seed(config.train.seed)
     generator = torch.Generator().manual_seed(config.train.seed)  # data order and binarization: the same on every rank
-    task = make_task(config, device)
+    task = make_task(config, device)  # missing or bad data fails here, before a run directory exists
     model = task.build_model()
     if distributed.active():  # each rank draws its own sampling noise (the weights come from rank 0 via DDP)
         torch.manual_seed(_rank_seed(config.train.seed, distributed.rank()))
     optimizer = task.optimizers(model) if hasattr(task, "optimizers") else make_optimizer(model, config)
+    if distributed.is_main() and not resume:  # a resumed run's config.toml is rewritten once its checkpoint is read
+        make_run_dir(run)
+        write_config(run, config)
+    distributed.barrier()  # the run directory exists before any rank reads or writes in it
     if hasattr(task, "write_artifacts") and distributed.is_main():  # e.g. the recommendation task's split and id maps
         task.write_artifacts(run)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None}

@@ -40,10 +40,11 @@ URL_TIMEOUT = 60.0  # seconds without data before a URL source counts as unreach
 PIP_TIMEOUT = 900.0  # hard stop for one `pip download`
 
 
-def data_dir(override: str | os.PathLike | None = None) -> Path:
+def data_dir(override: str | os.PathLike | None = None, create: bool = True) -> Path:
     """The data directory: ``override``, else ``$ELBOLAB_DATA``, else ``~/.cache/elbolab``.
 
-    Created if missing, so callers can write into it straight away.
+    Created if missing (unless ``create`` is False, for readers such as
+    ``data list``), so callers can write into it straight away.
     """
     if override is not None and str(override) != "":
         root = Path(override)
@@ -52,6 +53,8 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
     else:
         root = Path.home() / ".cache" / "elbolab"
     root = root.expanduser()
+    if not create:
+        return root
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -406,9 +409,11 @@ def fetch_and_convert(
 def list_cached(data_dir_override: str | os.PathLike | None = None) -> list[dict]:
     """What the data directory holds: name (relative path), path, size in bytes, verified.
 
-    ``verified`` is True when the file matches the sha256 recorded next to it.
+    ``verified`` is True when the file matches the sha256 recorded next to it. A data
+    directory that does not exist holds nothing (and is not created: a typo in
+    ``--data-dir`` leaves no directory behind).
     """
-    root = data_dir(data_dir_override)
+    root = data_dir(data_dir_override, create=False)
     rows = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
