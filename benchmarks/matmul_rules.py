@@ -12,9 +12,9 @@ batch 100, train.compile=true) in a fresh process, the variants take turns withi
 shared host's speed drifts between minutes), and each cell is the median of the later epochs of all
 rounds (the first epoch holds the compile). Variants:
 
-    rule     nets.py's choice for this machine (printed: ONEDNN_ALL_PRODUCTS, ONEDNN_WEIGHT_GRADIENTS)
+    rule     nets.py's choice for this machine (printed: ONEDNN_ALL_PRODUCTS, _WEIGHT_GRADIENTS, _INPUT_GRADIENTS)
     onednn   ELBOLAB_MATMUL=onednn: every product of >= 16 MFLOP on oneDNN, weight gradients too
-    mkl      ELBOLAB_MATMUL=mkl: MKL but for forwards with >= 2^20 outputs
+    mkl      ELBOLAB_MATMUL=mkl: MKL but for forwards with >= 2^20 outputs in rows >= 2048 wide
 
 With ``--products`` it instead times each matmul of one training step alone (forward x W^T + b, input
 gradient g W, weight gradient g^T x, at the MNIST nets' shapes for batch 100 and each k), on oneDNN as
@@ -42,7 +42,7 @@ import speed
 from elbolab import nets
 torch.set_num_threads({threads})
 seconds, _ = speed.all_epochs({k}, {batch}, {epochs}, Path({data!r}), True)
-print(json.dumps({{"seconds": seconds, "all": nets.ONEDNN_ALL_PRODUCTS, "dW": nets.ONEDNN_WEIGHT_GRADIENTS}}))
+print(json.dumps({{"seconds": seconds, "all": nets.ONEDNN_ALL_PRODUCTS, "dW": nets.ONEDNN_WEIGHT_GRADIENTS, "dX": nets.ONEDNN_INPUT_GRADIENTS}}))
 """
 
 
@@ -131,7 +131,7 @@ def main() -> None:
                 for variant in VARIANTS:
                     run = epoch_seconds(variant, k, args.batch_size, args.epochs, data, args.threads)
                     later[(variant, k)] += run["seconds"][1:]
-                    rules[variant] = f"oneDNN for large products: {run['all']}, for dW: {run['dW']}"
+                    rules[variant] = f"oneDNN for large products: {run['all']}, for dW: {run['dW']}, for mid-sized dX: {run['dX']}"
                     print(f"round {r + 1} k={k} {variant}: " + " ".join(f"{s:.3f}" for s in run["seconds"]), flush=True)
     print()
     for variant, rule in rules.items():

@@ -26,14 +26,20 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reas
 
 
 @needs_onednn
-@pytest.mark.parametrize("all_products,weight_gradients", [(False, False), (True, False), (True, True)],
-                         ids=["backward-on-mkl", "dW-on-mkl", "backward-on-onednn"])
+@pytest.mark.parametrize("forward_onednn,input_gradients,all_products,weight_gradients", [
+    (True, False, False, False), (False, True, False, False), (True, False, True, False), (True, False, True, True)],
+    ids=["backward-on-mkl", "only-dX-on-onednn", "dW-on-mkl", "backward-on-onednn"])
 @pytest.mark.parametrize("tall_min_rows", [1, 10**9], ids=["tall-dW-transposed", "tall-dW-direct"])
 @pytest.mark.parametrize("n_in,n_out", [(7, 11), (11, 7)])
 @pytest.mark.parametrize("shape", [(5,), (3, 5)])
-def test_onednn_linear_matches_nn_linear_in_value_and_every_gradient(monkeypatch, shape, n_in, n_out, all_products,
-                                                                      weight_gradients, tall_min_rows):
-    monkeypatch.setattr(nets, "ONEDNN_MIN_OUTPUTS", 1)  # force the oneDNN path on a small layer
+def test_the_linear_op_matches_nn_linear_in_value_and_every_gradient(monkeypatch, shape, n_in, n_out, forward_onednn,
+                                                                     input_gradients, all_products, weight_gradients,
+                                                                     tall_min_rows):
+    monkeypatch.setattr(nets, "ONEDNN_MIN_OUTPUTS", 1 if forward_onednn else 10**9)  # the forward on oneDNN, or on MKL
+    monkeypatch.setattr(nets, "ONEDNN_MIN_WIDTH", 1)
+    monkeypatch.setattr(nets, "ONEDNN_INPUT_GRADIENTS", input_gradients)  # dX on oneDNN (AVX2 AMD), or not
+    monkeypatch.setattr(nets, "ONEDNN_DX_MIN_ROWS", 1)
+    monkeypatch.setattr(nets, "ONEDNN_DX_MIN_COLS", 1)
     monkeypatch.setattr(nets, "ONEDNN_ALL_PRODUCTS", all_products)  # and, or not, its gradient's two matmuls
     monkeypatch.setattr(nets, "ONEDNN_WEIGHT_GRADIENTS", weight_gradients)  # dW with them, or on MKL (Zen 4)
     monkeypatch.setattr(nets, "ONEDNN_MIN_FLOPS", 1)
@@ -42,7 +48,8 @@ def test_onednn_linear_matches_nn_linear_in_value_and_every_gradient(monkeypatch
     shape = (*shape, n_in)
     x = torch.randn(*shape)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    assert nets._use_onednn(b, layer.weight)
+    assert nets._use_linear_op(b, layer.weight)
+    assert nets._onednn_forward(b.numel() // n_in, n_in, n_out) is forward_onednn or all_products
     g = torch.randn(*shape[:-1], n_out)
     reference(a).backward(g)
     out = layer(b)
@@ -60,6 +67,7 @@ def test_onednn_linear_matches_nn_linear_in_value_and_every_gradient(monkeypatch
 @needs_onednn
 def test_onednn_linear_with_a_frozen_weight_still_gives_the_input_gradient(monkeypatch):
     monkeypatch.setattr(nets, "ONEDNN_MIN_OUTPUTS", 1)
+    monkeypatch.setattr(nets, "ONEDNN_MIN_WIDTH", 1)
     reference, layer = _pair()
     layer.requires_grad_(False)
     x = torch.randn(4, 7, requires_grad=True)
@@ -70,12 +78,29 @@ def test_onednn_linear_with_a_frozen_weight_still_gives_the_input_gradient(monke
 
 def test_linear_takes_nn_linear_path_for_small_outputs_float64_and_autocast():
     _, layer = _pair()
-    assert not nets._use_onednn(torch.randn(5, 7), layer.weight)  # 55 outputs, far below the threshold
+    assert not nets._use_linear_op(torch.randn(5, 7, requires_grad=True), layer.weight)  # 55 outputs, far below the thresholds
     wide = Linear(7, 2**20)
-    assert nets._use_onednn(torch.randn(2, 7), wide.weight) == torch.backends.mkldnn.is_available()
-    assert not nets._use_onednn(torch.randn(2, 7, dtype=torch.float64), wide.weight.double())
+    assert nets._use_linear_op(torch.randn(2, 7), wide.weight) == torch.backends.mkldnn.is_available()
+    assert not nets._use_linear_op(torch.randn(2, 7, dtype=torch.float64), wide.weight.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not nets._use_onednn(torch.randn(2, 7), wide.weight)
+        assert not nets._use_linear_op(torch.randn(2, 7), wide.weight)
+
+
+@needs_onednn
+def test_the_forward_rule_wants_wide_outputs_and_the_input_gradient_rule_mid_sized_products(monkeypatch):
+    monkeypatch.setattr(nets, "ONEDNN_ALL_PRODUCTS", False)
+    assert nets._onednn_forward(500, 600, 20108)  # the CF decoder: 10M outputs, 20,108 wide
+    assert not nets._onednn_forward(5000, 200, 784)  # MNIST's k = 50 decoder: 3.9M outputs, but 784 wide
+    monkeypatch.setattr(nets, "ONEDNN_INPUT_GRADIENTS", True)
+    assert nets._onednn_input_gradient(5000, 784, 200)  # g W of MNIST's k = 50 decoder
+    assert not nets._onednn_input_gradient(100, 784, 200)  # too few rows
+    assert not nets._onednn_input_gradient(5000, 200, 50)  # too narrow
+    assert not nets._onednn_input_gradient(500, 20108, 600)  # the CF decoder's: inner too long
+    layer = Linear(200, 784)
+    assert nets._use_linear_op(torch.randn(5000, 200, requires_grad=True), layer.weight)  # for its dX
+    assert not nets._use_linear_op(torch.randn(5000, 200), layer.weight)  # no dX wanted: nn.functional.linear
+    monkeypatch.setattr(nets, "ONEDNN_INPUT_GRADIENTS", False)
+    assert not nets._onednn_input_gradient(5000, 784, 200)
 
 
 def test_the_product_rule_takes_large_products_only_where_onednn_is_chosen_for_all(monkeypatch):
@@ -90,6 +115,7 @@ def test_the_product_rule_takes_large_products_only_where_onednn_is_chosen_for_a
 def test_elbolab_matmul_overrides_the_machine_rule(monkeypatch, value, expected):
     monkeypatch.setenv("ELBOLAB_MATMUL", value)
     assert nets._onednn_for_all_products() is expected
+    assert nets._onednn_for_input_gradients() is expected
 
 
 @pytest.mark.parametrize("family,matmul,expected", [("25", "", False), ("26", "", True), ("25", "onednn", True)])

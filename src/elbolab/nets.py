@@ -39,9 +39,18 @@ def activation(name: str) -> nn.Module:
 
 # Which float32 products of ``Linear`` run on oneDNN instead of MKL on the CPU, fixed per machine (so a
 # resumed run computes exactly what the interrupted one did):
-# - everywhere: a forward with at least ONEDNN_MIN_OUTPUTS output entries. On this project's 2-core AMD EPYC
-#   (AVX2), MKL's sgemm ran the CF decoder's [500, 600] x [600, 20108] at 55-67 GFLOP/s and oneDNN at 118-122;
-#   below ~1M outputs (MNIST's batch-100 layers) MKL was the faster.
+# - everywhere: a forward with at least ONEDNN_MIN_OUTPUTS output entries in rows at least ONEDNN_MIN_WIDTH
+#   wide. On this project's 2-core AMD EPYC (AVX2), MKL's sgemm ran the CF decoder's [500, 600] x [600, 20108]
+#   at 55-98 GFLOP/s and oneDNN at 118-136; at MNIST's widths MKL was the faster, at every batch: a Zen 2
+#   (family 23 model 49) ran the k = 50 decoder's [5000, 200] x [200, 784] at 149 (MKL) / 134 (oneDNN), and the
+#   k = 5000 evaluation's [2500, 200] x [200, 784] at 154 / 129.
+# - on an AMD CPU without AVX-512 (that Zen 2): also the input gradient g W [rows, inner] x [inner, cols] with
+#   at least ONEDNN_DX_MIN_ROWS rows and ONEDNN_DX_MIN_COLS columns and at most ONEDNN_DX_MAX_INNER inner
+#   entries. oneDNN reads W (the layer's [out, in] weight) there as a row-major right operand, which it runs
+#   ~25% faster than MKL: [5000, 784] x [784, 200] 187 / 150, [5000, 200] x [200, 200] 186 / 149,
+#   [500, 784] x [784, 200] 181 / 146; not with fewer rows ([256, 784] 130 / 138), narrow outputs
+#   ([5000, 200] x [200, 50] 101 / 113) or the CF decoder's [500, 20108] x [20108, 600] (110 / 147).
+#   (Its forward, x W^T, has the transposed right operand, and a copy of W^T cost what it saved.)
 # - on an AMD CPU with AVX-512: also every product of the forward and both backward matmuls with at least
 #   ONEDNN_MIN_FLOPS. MKL gives AMD CPUs its AVX2 kernels: on a 2-core AMD EPYC Zen 5 (family 26) torch.mm
 #   peaks at 159-177 GFLOP/s at 2048^3 and oneDNN at 356-402; MNIST's [100, 784] x [784, 200] forward runs at
@@ -53,7 +62,9 @@ def activation(name: str) -> nn.Module:
 #   alternating rounds) took 4-23% less at k = 50 and -13% to +6% at k = 5 with dW on MKL; k = 1 was a tie.
 #   The products alone are mixed there (docs/results.md, section 1), so the rule rests on the whole epochs.
 ONEDNN_MIN_OUTPUTS = 2**20
+ONEDNN_MIN_WIDTH = 2048
 ONEDNN_MIN_FLOPS = 2**24
+ONEDNN_DX_MIN_ROWS, ONEDNN_DX_MIN_COLS, ONEDNN_DX_MAX_INNER = 500, 200, 1024
 ONEDNN_TALL_MIN_ROWS = 1024  # see _grad_weight
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile cannot trace the query
 
@@ -87,6 +98,17 @@ def _onednn_for_all_products() -> bool:
     return _cpu_vendor() == "AuthenticAMD" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
+def _onednn_for_input_gradients() -> bool:
+    """Whether mid-sized input gradients g W run on oneDNN: on an AMD CPU without AVX-512 (measured on a Zen 2).
+
+    ``ELBOLAB_MATMUL=mkl`` or ``=onednn`` overrides the choice.
+    """
+    choice = os.environ.get("ELBOLAB_MATMUL", "")
+    if choice in ("mkl", "onednn"):
+        return choice == "onednn"
+    return _cpu_vendor() == "AuthenticAMD" and not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def _onednn_for_weight_gradients() -> bool:
     """Whether dW = g^T x joins the other products on oneDNN: not on an AMD Zen 4 (family 25), where MKL was faster.
 
@@ -97,6 +119,7 @@ def _onednn_for_weight_gradients() -> bool:
 
 ONEDNN_ALL_PRODUCTS = _HAS_ONEDNN and _onednn_for_all_products()
 ONEDNN_WEIGHT_GRADIENTS = ONEDNN_ALL_PRODUCTS and _onednn_for_weight_gradients()
+ONEDNN_INPUT_GRADIENTS = _HAS_ONEDNN and _onednn_for_input_gradients()
 
 
 @torch.library.custom_op("elbolab::onednn_linear", mutates_args=())
@@ -105,8 +128,6 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
     A registered op rather than a Python function so that torch.compile keeps
     it as one opaque kernel and still fuses the elementwise work around it.
-    Its gradient's two matmuls (dx = g W, dW = g^T x) run on oneDNN too where
-    ``_onednn_product`` says so, and on MKL otherwise.
     """
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
@@ -116,14 +137,43 @@ def _(x, weight, bias):
     return x.new_empty(x.shape[0], weight.shape[0])
 
 
+@torch.library.custom_op("elbolab::linear", mutates_args=())
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b for a matrix x [N, in] (CPU, float32), each of its three products on this CPU's faster library.
+
+    The forward runs on oneDNN where ``_onednn_forward`` says so, else on
+    MKL (``addmm``, what ``nn.functional.linear`` calls); the gradient's
+    two matmuls choose on their own (``_grad_input``, ``_grad_weight``).
+    """
+    if _onednn_forward(x.shape[0], weight.shape[1], weight.shape[0]):
+        return onednn_linear(x, weight, bias)
+    return torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()
+
+
+@linear.register_fake
+def _(x, weight, bias):
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
 def _onednn_product(rows: int, inner: int, cols: int) -> bool:
-    """Whether a float32 CPU product [rows, inner] x [inner, cols] is faster on oneDNN on this machine."""
+    """Whether a float32 CPU product [rows, inner] x [inner, cols] is faster on oneDNN on this machine (AVX-512 AMD)."""
     return ONEDNN_ALL_PRODUCTS and 2 * rows * inner * cols >= ONEDNN_MIN_FLOPS
 
 
+def _onednn_forward(rows: int, n_in: int, n_out: int) -> bool:
+    """Whether the forward x W^T + b of a layer n_in -> n_out at ``rows`` rows runs on oneDNN."""
+    return (n_out >= ONEDNN_MIN_WIDTH and rows * n_out >= ONEDNN_MIN_OUTPUTS) or _onednn_product(rows, n_in, n_out)
+
+
+def _onednn_input_gradient(rows: int, inner: int, cols: int) -> bool:
+    """Whether the input gradient g W = [rows, inner] x [inner, cols] runs on oneDNN (see the rules above)."""
+    mid_sized = rows >= ONEDNN_DX_MIN_ROWS and cols >= ONEDNN_DX_MIN_COLS and inner <= ONEDNN_DX_MAX_INNER
+    return _onednn_product(rows, inner, cols) or (ONEDNN_INPUT_GRADIENTS and mid_sized)
+
+
 def _grad_input(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """dL/dx = g W of a layer x W^T + b, on oneDNN where ``_onednn_product`` says so."""
-    if _onednn_product(g.shape[0], g.shape[1], weight.shape[1]):
+    """dL/dx = g W of a layer x W^T + b, on oneDNN where ``_onednn_input_gradient`` says so."""
+    if _onednn_input_gradient(g.shape[0], g.shape[1], weight.shape[1]):
         return onednn_linear(g, weight.t(), None)
     return g @ weight
 
@@ -148,13 +198,13 @@ def _grad_weight(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return onednn_linear(g.t(), x.t(), None)
 
 
-def _onednn_linear_setup(ctx, inputs, output):
+def _linear_setup(ctx, inputs, output):
     x, weight, bias = inputs
     ctx.save_for_backward(x, weight)
     ctx.has_bias = bias is not None
 
 
-def _onednn_linear_backward(ctx, g):
+def _linear_backward(ctx, g):
     x, weight = ctx.saved_tensors
     grad_x = _grad_input(g, weight) if ctx.needs_input_grad[0] else None
     grad_w = _grad_weight(g, x) if ctx.needs_input_grad[1] else None
@@ -162,29 +212,30 @@ def _onednn_linear_backward(ctx, g):
     return grad_x, grad_w, grad_b
 
 
-onednn_linear.register_autograd(_onednn_linear_backward, setup_context=_onednn_linear_setup)
+linear.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 
-def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _use_linear_op(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a layer's call goes through ``linear`` (some product of it on oneDNN) rather than nn.functional.linear."""
     if not (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() >= 2
             and _HAS_ONEDNN and not torch.is_autocast_enabled("cpu")):
         return False
-    rows = x.numel() // x.shape[-1]
-    return rows * weight.shape[0] >= ONEDNN_MIN_OUTPUTS or _onednn_product(rows, weight.shape[1], weight.shape[0])
+    rows, n_out, n_in = x.numel() // x.shape[-1], weight.shape[0], weight.shape[1]
+    return _onednn_forward(rows, n_in, n_out) or (x.requires_grad and _onednn_input_gradient(rows, n_out, n_in))
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, state dict and initialisation) whose large CPU float32 products run on oneDNN.
+    """``nn.Linear`` (same parameters, state dict and initialisation) whose CPU float32 products run on oneDNN where faster.
 
     Every other case (GPU, float64, autocast, small outputs) is
     ``nn.functional.linear``; the two agree to float32 rounding.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _use_onednn(x, self.weight):
+        if not _use_linear_op(x, self.weight):
             return nn.functional.linear(x, self.weight, self.bias)
         flat = x.reshape(-1, x.shape[-1]).contiguous()  # oneDNN takes a row-major matrix
-        return onednn_linear(flat, self.weight, self.bias).reshape(*x.shape[:-1], self.out_features)
+        return linear(flat, self.weight, self.bias).reshape(*x.shape[:-1], self.out_features)
 
 
 def mlp(sizes: Sequence[int], act: str = "tanh", final_act: bool = False) -> nn.Sequential:
