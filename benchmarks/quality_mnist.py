@@ -7,6 +7,7 @@ training images, batch --batch-size; evaluated on all 10k test images with
 k = 5000. Runs resume, so the script can be stopped and started again.
 
     python benchmarks/quality_mnist.py --epochs 50 --out benchmarks/runs/quality
+    python benchmarks/quality_mnist.py --epochs 50 --set train.compile=true   # any config field, for every model
 """
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/runs/quality"))
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every model (repeatable), e.g. train.compile=true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,13 +74,14 @@ def main() -> None:
     rows = []
     for preset in args.presets.split(","):
         start = time.perf_counter()
-        result = train_and_evaluate(preset, args.out, args.epochs, args.batch_size, args.n_test)
+        result = train_and_evaluate(preset, args.out, args.epochs, args.batch_size, args.n_test, tuple(args.overrides))
         print(f"{preset}: done in {time.perf_counter() - start:.0f} s", flush=True)
         rows.append((preset, result))
 
     print_table_head(
         f"budget: {args.epochs} epochs of batch {args.batch_size} per model "
-        f"({args.epochs / PAPER_EPOCHS:.1%} of the paper's {PAPER_EPOCHS} epochs); test on {args.n_test} images",
+        f"({args.epochs / PAPER_EPOCHS:.1%} of the paper's {PAPER_EPOCHS} epochs); test on {args.n_test} images"
+        + (f"; overrides: {' '.join(args.overrides)}" if args.overrides else ""),
         ["model", "epochs", "train h", "-log p(x) k=5000", "paper", "-L_1", "-L_5", "-L_50", "-L_5000", "gap",
          "active units", "eval s"],
     )
