@@ -87,26 +87,22 @@ def _cpu_vendor() -> str:
     return _cpu_info("vendor_id")
 
 
-def _onednn_for_all_products() -> bool:
-    """Whether MKL lacks this CPU's widest kernels (AMD with AVX-512), so oneDNN takes every large product.
-
-    ``ELBOLAB_MATMUL=mkl`` or ``=onednn`` overrides the choice.
-    """
+def _amd_rule(avx512: bool) -> bool:
+    """A rule that holds on an AMD CPU with (or without) AVX-512; ``ELBOLAB_MATMUL=mkl`` or ``=onednn`` overrides it."""
     choice = os.environ.get("ELBOLAB_MATMUL", "")
     if choice in ("mkl", "onednn"):
         return choice == "onednn"
-    return _cpu_vendor() == "AuthenticAMD" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return _cpu_vendor() == "AuthenticAMD" and torch.backends.cpu.get_cpu_capability().startswith("AVX512") == avx512
+
+
+def _onednn_for_all_products() -> bool:
+    """Whether MKL lacks this CPU's widest kernels (AMD with AVX-512), so oneDNN takes every large product."""
+    return _amd_rule(avx512=True)
 
 
 def _onednn_for_input_gradients() -> bool:
-    """Whether mid-sized input gradients g W run on oneDNN: on an AMD CPU without AVX-512 (measured on a Zen 2).
-
-    ``ELBOLAB_MATMUL=mkl`` or ``=onednn`` overrides the choice.
-    """
-    choice = os.environ.get("ELBOLAB_MATMUL", "")
-    if choice in ("mkl", "onednn"):
-        return choice == "onednn"
-    return _cpu_vendor() == "AuthenticAMD" and not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    """Whether mid-sized input gradients g W run on oneDNN: on an AMD CPU without AVX-512 (measured on a Zen 2)."""
+    return _amd_rule(avx512=False)
 
 
 def _onednn_for_weight_gradients() -> bool:
