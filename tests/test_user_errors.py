@@ -168,3 +168,21 @@ def test_data_list_of_a_missing_directory_creates_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "does not exist yet" in result.stdout and "(empty" in result.stdout
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (("train", "--presett", "vae-digits"), "No such option: --presett"),
+    (("evaluate",), "Missing argument 'run'"),
+    (("train", "--preset", "vae-digits", "--epochs", "abc"), "'--epochs'"),
+    (("frobnicate",), "No such command 'frobnicate'"),
+])
+def test_a_malformed_command_line_is_one_line_naming_the_help_and_exit_code_2(args, message):
+    result = run_cli(*args)
+    command = "elbolab" if args[0] == "frobnicate" else args[0]  # 'elbolab train', or 'python -m elbolab train'
+    one_line_error(result, message, f"{command} --help'")
+    assert result.returncode == 2
+
+
+def test_a_bare_command_group_prints_its_help():
+    result = run_cli("data")
+    assert result.returncode == 2 and "fetch" in result.stdout + result.stderr

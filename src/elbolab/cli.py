@@ -1,6 +1,6 @@
 """The ``elbolab`` command. Each subcommand parses its options, calls the
 library function of the same name, and prints; user errors become one line
-on stderr and exit code 1."""
+on stderr and exit code 1, a malformed command line one line and exit code 2."""
 from __future__ import annotations
 
 import functools
@@ -55,6 +55,31 @@ def _rank_prefix() -> str:
     from . import distributed
 
     return f"rank {os.environ.get('RANK', '?')}: " if distributed.launched() else ""
+
+
+# click's errors of the command line (ClickException; its UsageError: an unknown option or command, a missing
+# argument, a value of the wrong type), found through typer's BadParameter because typer >= 0.2x ships its own
+# copy of click and older typer uses click itself
+CLICK_ERROR, USAGE_ERROR = (next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+                            for name in ("ClickException", "UsageError"))
+
+
+def command_line_error(err: Exception) -> int:
+    """Print an error of the command line as one line on stderr (a malformed one names the help to read); its exit code.
+
+    A bare command group (``elbolab``, ``elbolab data``) is a UsageError too:
+    its help is what the user gets (rich typer has printed it already).
+    """
+    if type(err).__name__ == "NoArgsIsHelpError":
+        if err.format_message():
+            err.show()
+        return err.exit_code
+    message = " ".join(err.format_message().split())
+    ctx = getattr(err, "ctx", None)
+    if isinstance(err, USAGE_ERROR):
+        message = f"{message.rstrip('.')}; see '{ctx.command_path if ctx is not None else 'elbolab'} --help'"
+    typer.echo(f"elbolab: error: {message}", err=True)
+    return err.exit_code
 
 
 NPROC_HELP = "run as N data-parallel processes under torchrun (DDP: gloo on CPU, nccl on GPU)"
@@ -435,9 +460,10 @@ def main() -> None:
 
     reuse_freed_memory()  # large CPU tensors without page faults (memory.py)
     try:
-        app()
-        status: int | str | None = 0
-    except SystemExit as stop:  # typer ends every command with sys.exit
+        status: int | str | None = app(standalone_mode=False)  # a typer.Exit's code; None when a command returns
+    except CLICK_ERROR as err:
+        status = command_line_error(err)
+    except SystemExit as stop:
         if not distributed.joined():
             raise
         status = stop.code
@@ -446,7 +472,8 @@ def main() -> None:
             raise
         traceback.print_exc()  # os._exit below would end the rank before Python prints it
         status = 1
-    distributed.leave(status)
+    distributed.leave(status)  # a rank of a torchrun launch ends here
+    sys.exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover
