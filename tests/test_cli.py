@@ -77,3 +77,11 @@ def test_presets_and_data_list(tmp_path):
     assert listed.exit_code == 0 and "iwae-mnist-k50" in listed.output
     cached = runner.invoke(app, ["data", "list", "--data-dir", str(tmp_path)])
     assert cached.exit_code == 0 and "empty" in cached.output
+
+
+def test_flags_show_no_value_placeholder_in_help():
+    result = run_cli("train", "--help", env={"COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "--resume " in line or "--no-progress" in line]
+    assert len(lines) >= 2 and not any("<bool>" in line for line in lines), lines
+    assert "<int>" in next(line for line in result.stdout.splitlines() if "--epochs" in line)  # valued options keep theirs

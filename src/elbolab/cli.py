@@ -82,6 +82,11 @@ def command_line_error(err: Exception) -> int:
     return err.exit_code
 
 
+def flag(default: bool | None, *names: str, **options: Any) -> Any:
+    """A typer option that takes no value (``--resume``, ``--progress/--no-progress``); its help shows no ``<bool>``."""
+    return typer.Option(default, *names, metavar="", **options)
+
+
 NPROC_HELP = "run as N data-parallel processes under torchrun (DDP: gloo on CPU, nccl on GPU)"
 
 
@@ -124,7 +129,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def data_fetch(
     name: str = typer.Argument(..., help="data set: " + ", ".join(datasets.FETCHERS)),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="cache directory (default $ELBOLAB_DATA or ~/.cache/elbolab)"),
-    force: bool = typer.Option(False, "--force", help="fetch again even if a verified copy is cached"),
+    force: bool = flag(False, "--force", help="fetch again even if a verified copy is cached"),
 ) -> None:
     """Fetch a data set from its verified source into the cache (sha256-checked)."""
     path = datasets.fetch(name, data_dir, force=force)
@@ -192,8 +197,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="train.batch_size"),
     seed: Optional[int] = typer.Option(None, "--seed", help="train.seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
+    resume: bool = flag(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    progress: bool = flag(True, "--progress/--no-progress", help="live progress bar"),
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP + "; --batch-size stays the global batch"),
     precision: Optional[str] = typer.Option(None, "--precision", help="train.precision: fp32, or bf16 (CUDA only)"),
 ) -> None:
@@ -234,9 +239,9 @@ def evaluate(
     seed: Optional[int] = typer.Option(None, "--seed", help="seed of the importance samples"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
     which: str = typer.Option("best", "--which", help="best (the task's selected epoch) or last"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = flag(True, "--progress/--no-progress"),
     nproc: int = typer.Option(1, "--nproc", help=NPROC_HELP + "; each rank scores a share of the test set"),
-    compile: Optional[bool] = typer.Option(
+    compile: Optional[bool] = flag(
         None, "--compile/--no-compile", help="fuse the log-weights with torch.compile (needs gcc or clang); "
         "default: the run's eval.compile (auto: from 10M importance samples on, where a C++ compiler is found)"),
 ) -> None:
@@ -276,7 +281,7 @@ def quickstart(
     n_test: int = typer.Option(1000, "--n-test", help="test images for evaluation (10000: all)"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = flag(True, "--progress/--no-progress"),
 ) -> None:
     """The main job: fetch MNIST, train a VAE and an IWAE (k=5), evaluate both, print the table."""
     from .quickstart import quickstart as run_quickstart
@@ -314,7 +319,7 @@ def sweep(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (training and evaluation)"),
     n_images: Optional[int] = typer.Option(None, "--n-images", help="evaluate on the first N test examples (0: all)"),
     ks: Optional[str] = typer.Option(None, "--ks", help="comma-separated k for L_k"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = flag(True, "--progress/--no-progress"),
 ) -> None:
     """Train and evaluate a grid of runs (sequentially, each resumable), then write the report of all of them."""
     from .report import compare_rows, format_rows
@@ -365,7 +370,7 @@ def impute(
     model: Optional[Path] = typer.Option(None, "--model", help="reuse an imputer saved with --save-model instead of fitting"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar while training"),
+    progress: bool = flag(True, "--progress/--no-progress", help="live progress bar while training"),
 ) -> None:
     """Fill in the missing cells of a table with VAEAC (one model for any pattern of missing values)."""
     import warnings
