@@ -87,6 +87,19 @@ def flag(default: bool | None, *names: str, **options: Any) -> Any:
     return typer.Option(default, *names, metavar="", **options)
 
 
+def command_tree(app: typer.Typer) -> Any:
+    """The click command of ``app``, each ``--help`` shown without typer 0.29's ``<bool>`` (it takes no value either)."""
+    root = typer.main.get_command(app)
+    pending = [root]
+    while pending:
+        command = pending.pop()
+        help_option = command.get_help_option(command.context_class(command))
+        if help_option is not None:
+            help_option.metavar = ""
+        pending += getattr(command, "commands", {}).values()
+    return root
+
+
 NPROC_HELP = "run as N data-parallel processes under torchrun (DDP: gloo on CPU, nccl on GPU)"
 
 
@@ -465,7 +478,7 @@ def main() -> None:
 
     reuse_freed_memory()  # large CPU tensors without page faults (memory.py)
     try:
-        status: int | str | None = app(standalone_mode=False)  # a typer.Exit's code; None when a command returns
+        status: int | str | None = command_tree(app)(standalone_mode=False)  # a typer.Exit's code; None when a command returns
     except CLICK_ERROR as err:
         status = command_line_error(err)
     except SystemExit as stop:
